@@ -1,0 +1,208 @@
+"""Hooks that read the asked layers in one forward pass per batch (DESIGN.md: capture).
+
+:class:`Capture` is a context manager: hooks are registered on entry and removed in
+``finally`` on exit, also when the forward pass raises. Each call runs one forward pass
+under ``torch.inference_mode`` and returns ``{layer name: tensor}`` in the order the layers
+ran; nothing is kept after the call. A module that runs twice in one forward pass (a shared
+block) is refused: its calls could not be told apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.hooks import RemovableHandle
+
+from seelike.errors import CaptureError, InvalidInputError
+from seelike.models.model import Layer, Model
+
+log = logging.getLogger(__name__)
+
+
+class Capture:
+    """Read ``layers`` of ``model`` during its forward pass.
+
+    >>> with Capture(model, model.select("blocks")) as capture:
+    ...     activations = capture(images)   # {"blocks.0": tensor, ...}
+    """
+
+    def __init__(self, model: Model, layers: Sequence[Layer | str]) -> None:
+        self.model = model
+        self.layers = [model.layer(layer) if isinstance(layer, str) else layer for layer in layers]
+        if not self.layers:
+            raise InvalidInputError(f"no layers to capture from {model.spec}")
+        self._handles: list[RemovableHandle] = []
+        self._tensors: dict[str, Tensor] = {}
+        self.order: list[str] | None = None  # the order layers ran in, from the first call
+
+    # -- hooks --------------------------------------------------------------------------
+    def __enter__(self) -> Capture:
+        modules = dict(self.model.module.named_modules())
+        grouped: dict[tuple[str, str], list[Layer]] = {}
+        for layer in self.layers:
+            if layer.module not in modules:
+                raise CaptureError(f"{self.model.spec}: module {layer.module!r} of layer {layer.name!r} does not exist")
+            grouped.setdefault((layer.module, layer.hook), []).append(layer)
+        try:
+            for (path, hook), layers in grouped.items():
+                if hook == "output":
+                    handle = modules[path].register_forward_hook(self._output_hook(layers))
+                else:
+                    handle = modules[path].register_forward_pre_hook(self._input_hook(layers))
+                self._handles.append(handle)
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._tensors.clear()
+
+    def _store(self, layers: list[Layer], tensor: Any) -> None:
+        if not isinstance(tensor, Tensor):  # e.g. a tuple output: analyses read the first tensor
+            tensor = tensor[0]
+        for layer in layers:
+            if layer.name in self._tensors:
+                raise CaptureError(
+                    f"{self.model.spec}: module {layer.module!r} ran more than once in one forward pass "
+                    f"(a shared block), so layer {layer.name!r} is ambiguous; pick a layer that runs once."
+                )
+            value = layer.transform(tensor) if layer.transform is not None else tensor
+            self._tensors[layer.name] = value.clone() if layer.clone and layer.transform is None else value
+
+    def _output_hook(self, layers: list[Layer]):
+        def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            self._store(layers, output)
+
+        return hook
+
+    def _input_hook(self, layers: list[Layer]):
+        def hook(module: torch.nn.Module, inputs: Any) -> None:
+            self._store(layers, inputs[0])
+
+        return hook
+
+    # -- running ------------------------------------------------------------------------
+    def __call__(self, images: Tensor, preprocess: bool = True) -> dict[str, Tensor]:
+        """One forward pass; returns every asked layer, in the order the layers ran."""
+        if not self._handles:
+            raise CaptureError("Capture is not active: use it as `with Capture(model, layers) as capture:`")
+        device = self.model.device
+        images = images.to(device, non_blocking=True)
+        self._tensors = {}
+        try:
+            with torch.inference_mode():
+                self.model.module(self.model.preprocess(images) if preprocess else images)
+            missing = [layer.name for layer in self.layers if layer.name not in self._tensors]
+            if missing:
+                raise CaptureError(f"{self.model.spec}: layers {missing} did not run in the forward pass")
+            tensors, self._tensors = self._tensors, {}
+        finally:
+            self._tensors = {}
+        if self.order is None:
+            self.order = list(tensors)
+        return tensors
+
+
+def forward_order(model: Model, layers: Sequence[Layer] | None = None) -> list[Layer]:
+    """``layers`` (default: all of the model's) sorted by the order one forward pass runs them."""
+    layers = list(model.layers if layers is None else layers)
+    channels, height, width = model.preprocessing.input_size
+    example = torch.rand(1, channels, height, width, device=model.device)
+    with Capture(model, layers) as capture:
+        ran = capture(example, preprocess=False)
+    position = {name: i for i, name in enumerate(ran)}
+    return sorted(layers, key=lambda layer: position[layer.name])
+
+
+def capture_batches(
+    models: Sequence[Model],
+    layers: Sequence[Sequence[Layer]],
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    progress: bool | None = None,
+    total: int | None = None,
+) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
+    """Stream ``batches`` (images, labels, indices) through every model once.
+
+    Yields ``({"model/layer": tensor}, labels, indices)`` per batch, keys in model order and,
+    within a model, in the order its layers ran. Model names must be distinct.
+    """
+    # validated here, when called (a generator body would only run at the first batch)
+    names = [model.name for model in models]
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"model names must be distinct, got {names}; give each model its own name")
+    if len(layers) != len(models):
+        raise InvalidInputError(f"got {len(models)} models but {len(layers)} layer lists; give one list per model")
+    captures = [Capture(model, model_layers) for model, model_layers in zip(models, layers)]
+    return _stream(names, captures, batches, progress, total)
+
+
+def _stream(
+    names: list[str],
+    captures: list[Capture],
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    progress: bool | None,
+    total: int | None,
+) -> Iterator[tuple[dict[str, Tensor], Tensor, Tensor]]:
+    meter = ThroughputMeter(progress, total)
+    try:
+        for capture in captures:
+            capture.__enter__()
+        for images, labels, indices in batches:
+            activations: dict[str, Tensor] = {}
+            for name, capture in zip(names, captures):
+                for layer, tensor in capture(images).items():
+                    activations[f"{name}/{layer}"] = tensor
+            yield activations, labels, indices
+            meter.update(len(images))
+    finally:
+        for capture in captures:
+            capture.remove()
+        meter.close()
+
+
+class ThroughputMeter:
+    """A progress bar with images/s on a terminal; silent otherwise (logs one line at the end)."""
+
+    def __init__(self, enabled: bool | None = None, total: int | None = None, description: str = "images") -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.images = 0
+        self.start = time.perf_counter()
+        self._bar = None
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:.0f} img/s"), TimeRemainingColumn(), transient=True,
+            )
+            self._task = self._bar.add_task(description, total=total, rate=0.0)
+            self._bar.start()
+
+    @property
+    def rate(self) -> float:
+        return self.images / max(time.perf_counter() - self.start, 1e-9)
+
+    def update(self, images: int) -> None:
+        self.images += images
+        if self._bar is not None:
+            self._bar.update(self._task, advance=images, rate=self.rate)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+        log.info("%d images at %.0f images/s", self.images, self.rate)

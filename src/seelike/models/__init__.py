@@ -1,0 +1,217 @@
+"""Load any supported vision model as a :class:`Model`.
+
+Specs: ``zoo:NAME`` (seelike's shipped models), ``timm:NAME[?pretrained=1&img_size=...]``,
+``torchvision:NAME[?pretrained=1]``, ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
+architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
+seelike ``.safetensors`` checkpoint. Random-init models are seeded (``seed=0`` by default) so
+the same spec always gives the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from seelike.errors import ModelLoadError, close_matches
+from seelike.models.adapters import describe
+from seelike.models.mixer import Mixer, MixerConfig
+from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
+from seelike.models.resnet import ResNet, ResNetConfig
+from seelike.models.vit import ViT, ViTConfig
+
+__all__ = [
+    "ARCHITECTURES", "Layer", "Model", "Preprocessing", "TokenLayout",
+    "build_module", "load_checkpoint", "load_model", "save_checkpoint",
+]
+
+#: seelike's own architectures: name → (module class, config class)
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
+    "vit": (ViT, ViTConfig),
+    "resnet": (ResNet, ResNetConfig),
+    "mixer": (Mixer, MixerConfig),
+}
+
+#: Fashion-MNIST pixel statistics: the default normalisation of seelike's own models.
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+
+
+def build_module(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
+    """A randomly initialised own model (``arch`` in :data:`ARCHITECTURES`)."""
+    if arch not in ARCHITECTURES:
+        raise ModelLoadError(f"unknown seelike architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    module_class, config_class = ARCHITECTURES[arch]
+    fields = config_class.__dataclass_fields__
+    unknown = sorted(set(config or {}) - set(fields))
+    if unknown:
+        raise ModelLoadError(f"unknown {arch} settings {unknown}; known: {', '.join(fields)}")
+    try:
+        return module_class(config_class(**(config or {})))
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f"invalid {arch} config {config}: {error}") from error
+
+
+def own_preprocessing(module: nn.Module, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> Preprocessing:
+    config = module.config
+    channels = config.in_channels
+    size = getattr(config, "image_size", 28 if channels == 1 else 32)
+    mean = tuple(mean) if mean else FASHION_MNIST_MEAN * channels
+    std = tuple(std) if std else FASHION_MNIST_STD * channels
+    return Preprocessing((channels, size, size), mean, std)
+
+
+def save_checkpoint(path: str | Path, module: nn.Module, arch: str, preprocessing: Preprocessing, extra: dict | None = None) -> Path:
+    """Weights as safetensors with the architecture, config and preprocessing in its metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {
+        "arch": arch,
+        "config": module.config.to_dict(),
+        "preprocessing": {"input_size": preprocessing.input_size, "mean": preprocessing.mean, "std": preprocessing.std},
+        **(extra or {}),
+    }
+    temporary = path.with_name(f".{path.name}.tmp")
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in module.state_dict().items()}
+    save_file(state, temporary, metadata={"seelike": json.dumps(header)})
+    temporary.replace(path)
+    return path
+
+
+def load_checkpoint(path: str | Path, spec: str | None = None) -> Model:
+    """A :class:`Model` from a seelike safetensors checkpoint (no pickle is ever read)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(f"no checkpoint at {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {})["seelike"])
+    except (KeyError, OSError, ValueError, Exception) as error:
+        raise ModelLoadError(f"{path} is not a seelike safetensors checkpoint ({error})") from error
+    module = build_module(header["arch"], header["config"])
+    state = load_file(str(path))
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    pre = header["preprocessing"]
+    preprocessing = Preprocessing(tuple(pre["input_size"]), tuple(pre["mean"]), tuple(pre["std"]))
+    return _finish(describe(module, spec or str(path), preprocessing, module.config.num_classes))
+
+
+def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
+    """Turn a model spec into a :class:`Model` on ``device`` (see the module docstring)."""
+    scheme, _, rest = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("path", "", spec)
+    name, _, query = rest.partition("?")
+    options = dict(parse_qsl(query))
+    # random init is seeded from the spec; fork_rng keeps that from resetting the caller's global RNG
+    with torch.random.fork_rng(devices=[]):
+        if scheme == "zoo":
+            from seelike.models.zoo import zoo_checkpoint
+
+            model = load_checkpoint(zoo_checkpoint(name), spec)
+        elif scheme == "path":
+            model = load_checkpoint(spec)
+        elif scheme == "seelike":
+            torch.manual_seed(_seed(options))
+            module = build_module(name, {k: _parse_value(v) for k, v in options.items()})
+            model = _finish(describe(module, spec, own_preprocessing(module), module.config.num_classes))
+        elif scheme == "timm":
+            model = _load_timm(spec, name, options)
+        elif scheme == "torchvision":
+            model = _load_torchvision(spec, name, options)
+        else:
+            raise ModelLoadError(
+                f"unknown model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, seelike:vit|resnet|mixer "
+                "or a path to a .safetensors checkpoint"
+            )
+    return model.to(device)
+
+
+def _finish(model: Model) -> Model:
+    """Put the layers in the order one forward pass runs them (not the order they were found)."""
+    from seelike.capture import forward_order
+
+    model.module.eval()
+    model.layers = tuple(forward_order(model))
+    return model
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _seed(options: dict[str, str]) -> int:
+    text = options.pop("seed", "0")
+    try:
+        return int(text)
+    except ValueError:
+        raise ModelLoadError(f"seed must be an integer, got seed={text!r}") from None
+
+
+def _pretrained(options: dict[str, str]) -> bool:
+    return options.pop("pretrained", "0").lower() in ("1", "true", "yes")
+
+
+def _load_timm(spec: str, name: str, options: dict[str, str]) -> Model:
+    import timm
+    from timm.data import resolve_data_config
+
+    pretrained = _pretrained(options)
+    torch.manual_seed(_seed(options))
+    kwargs = {k: _parse_value(v) for k, v in options.items()}
+    known = timm.list_models()
+    if name not in known and name.split(".")[0] not in known:
+        close = close_matches(name.split(".")[0], known, n=8)
+        raise ModelLoadError(f"timm has no model {name!r}. Similar: {', '.join(close)}; see timm.list_models()")
+    try:
+        module = timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as error:  # network, hub or weight errors
+        if pretrained:
+            raise ModelLoadError(
+                f"could not load pretrained weights for timm:{name} ({type(error).__name__}: {error}). "
+                "They come from the Hugging Face hub: check the network, or pre-download them into the HF cache "
+                "(HF_HOME) on a machine with access; drop ?pretrained=1 for random init."
+            ) from error
+        raise ModelLoadError(f"timm could not build {name} with {kwargs}: {error}") from error
+    config = resolve_data_config({}, model=module)
+    input_size = tuple(config["input_size"])
+    embed = getattr(module, "patch_embed", None) or getattr(module, "stem", None)
+    img_size = getattr(embed, "img_size", None)  # built at another size (?img_size=...): pretrained_cfg still says 224
+    if img_size is not None:
+        input_size = (input_size[0], *(tuple(img_size) if isinstance(img_size, (tuple, list)) else (img_size, img_size)))
+    preprocessing = Preprocessing(input_size, tuple(config["mean"]), tuple(config["std"]), config.get("interpolation", "bilinear"))
+    return _finish(describe(module, spec, preprocessing, getattr(module, "num_classes", None)))
+
+
+def _load_torchvision(spec: str, name: str, options: dict[str, str]) -> Model:
+    import torchvision
+
+    pretrained = _pretrained(options)
+    torch.manual_seed(_seed(options))
+    known = torchvision.models.list_models()
+    if name not in known:
+        close = close_matches(name, known, n=8)
+        raise ModelLoadError(f"torchvision has no model {name!r}. Similar: {', '.join(close)}; see torchvision.models.list_models()")
+    try:
+        weights = torchvision.models.get_model_weights(name).DEFAULT if pretrained else None
+        module = torchvision.models.get_model(name, weights=weights, **{k: _parse_value(v) for k, v in options.items()})
+    except Exception as error:
+        if pretrained:
+            raise ModelLoadError(
+                f"could not download torchvision weights for {name} ({type(error).__name__}: {error}); "
+                "check the network or place the file in $TORCH_HOME/hub/checkpoints."
+            ) from error
+        raise ModelLoadError(f"torchvision could not build {name}: {error}") from error
+    size = getattr(module, "image_size", 224)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    if weights is not None:
+        transform = weights.transforms()
+        size, mean, std = transform.crop_size[0], tuple(transform.mean), tuple(transform.std)
+    return _finish(describe(module, spec, Preprocessing((3, size, size), mean, std), getattr(module, "num_classes", None) or getattr(getattr(module, "fc", None), "out_features", None)))

@@ -1,0 +1,210 @@
+"""The :class:`Model` every analysis works with: a module plus what analyses need to know.
+
+Adapters (``adapters.py``) build it; analyses ask it for layers by name or by *role*
+("attention branch of block 3") and never look inside the module themselves.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seelike.errors import InvalidInputError, UnknownLayerError, close_matches
+
+LayerKind = Literal["tokens", "feature_map", "attention", "heads", "other"]
+
+#: Roles a block exposes. Pre-norm blocks (ViT, Mixer): input, norm1, attn (the mixing branch:
+#: attention, or token MLP for a Mixer), attn_residual (z + attn), norm2, mlp_hidden, mlp, output;
+#: attention blocks also attn_probs and heads. Residual units (ResNet): input, shortcut, branch,
+#: output, and each conv / norm by its module name.
+BLOCK_OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One place in the forward pass where an analysis can read a tensor.
+
+    ``module`` is the module path; ``hook`` says whether its output or its first input is
+    read; ``clone`` copies the tensor in the hook (needed where the model later changes it in
+    place); ``transform`` (optional) turns what the hook sees into the tensor analyses get
+    (used for attention probabilities, recomputed from the block's queries and keys).
+    """
+
+    name: str
+    module: str
+    kind: LayerKind
+    block: int | None = None
+    role: str = BLOCK_OUTPUT
+    hook: Literal["output", "input"] = "output"
+    clone: bool = False
+    transform: Callable[..., Tensor] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_block_output(self) -> bool:
+        return self.role == BLOCK_OUTPUT
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a token model lays out its sequence: prefix tokens (CLS, distillation, registers), then the patch grid."""
+
+    num_prefix_tokens: int
+    grid: tuple[int, int]
+    patch_size: int
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Input size and normalisation that travel with the model's weights (timm's pretrained_cfg)."""
+
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str = "bilinear"
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """Map images in [0, 1], [B, C, H, W], to the model's input: channels, size, normalisation."""
+        channels, height, width = self.input_size
+        if images.shape[1] != channels:
+            if images.shape[1] == 1:
+                images = images.expand(-1, channels, -1, -1)
+            elif channels == 1 and images.shape[1] == 3:
+                luma = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+                images = (images * luma).sum(dim=1, keepdim=True)
+            else:
+                raise InvalidInputError(f"model expects {channels}-channel images, the data has {images.shape[1]}")
+        if images.shape[-2:] != (height, width):
+            mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
+            images = F.interpolate(images, size=(height, width), mode=mode, align_corners=False, antialias=True)
+        mean = images.new_tensor(self.mean).view(1, -1, 1, 1)
+        std = images.new_tensor(self.std).view(1, -1, 1, 1)
+        return (images - mean) / std
+
+
+@dataclass
+class Model:
+    """A vision model as analyses see it.
+
+    ``layers`` lists every analysis layer in the order the forward pass computes them
+    (block outputs and sub-layers; attention probabilities and head outputs too).
+    """
+
+    module: nn.Module
+    spec: str
+    family: str
+    layers: tuple[Layer, ...]
+    preprocessing: Preprocessing
+    token_layout: TokenLayout | None = None
+    num_classes: int | None = None
+    label: str | None = None  # overrides the short name derived from the spec
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    # -- layers -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """A short name for plots and result keys (``zoo:vit-cls`` → ``vit-cls``)."""
+        if self.label:
+            return self.label
+        return self.spec.split(":", 1)[-1].split("?", 1)[0].rsplit("/", 1)[-1].removesuffix(".safetensors")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_layers())
+
+    def block_layers(self) -> list[Layer]:
+        """One layer per block (block / residual-unit outputs), input to output."""
+        return [layer for layer in self.layers if layer.is_block_output and layer.block is not None]
+
+    def representation_layers(self) -> list[Layer]:
+        """Every layer whose tensor is a representation of the images (no attention maps)."""
+        return [layer for layer in self.layers if layer.kind not in ("attention", "heads")]
+
+    def attention_layers(self) -> list[Layer]:
+        """Attention probabilities [B, H, T, T], one per attention block."""
+        return [layer for layer in self.layers if layer.kind == "attention"]
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise UnknownLayerError(
+            f"{self.spec} has no layer {name!r}. Closest: {', '.join(close_matches(name, [layer.name for layer in self.layers]))}. "
+            f"List them all with `seelike layers {self.spec}`."
+        )
+
+    def role(self, block: int, role: str) -> Layer:
+        """The layer that plays ``role`` in block ``block`` (e.g. ``role(3, "attn")``)."""
+        for layer in self.layers:
+            if layer.block == block and layer.role == role:
+                return layer
+        roles = sorted({layer.role for layer in self.layers if layer.block == block})
+        if not roles:
+            raise InvalidInputError(f"{self.spec} has {self.num_blocks} blocks (0..{self.num_blocks - 1}); block {block} does not exist")
+        raise InvalidInputError(f"block {block} of {self.spec} has no role {role!r}; it has: {', '.join(roles)}")
+
+    def layer_names(self, which: Literal["blocks", "all"] = "blocks") -> list[str]:
+        layers = self.block_layers() if which == "blocks" else self.representation_layers()
+        return [layer.name for layer in layers]
+
+    def select(self, patterns: str | Sequence[str] | None = None) -> list[Layer]:
+        """Layers matching ``patterns`` in depth order.
+
+        ``None`` or ``"blocks"``: block outputs (the default of every analysis);
+        ``"all"``: every representation sub-layer; otherwise names or shell-style globs
+        (``blocks.*.attn``), as a list or one comma-separated string.
+        """
+        if patterns is None or patterns == "blocks":
+            return self.block_layers()
+        if patterns == "all":
+            return self.representation_layers()
+        if isinstance(patterns, str):
+            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+        chosen: set[str] = set()
+        for pattern in patterns:
+            if pattern in ("blocks", "all"):
+                chosen.update(layer.name for layer in self.select(pattern))
+                continue
+            matched = [layer.name for layer in self.layers if fnmatch.fnmatchcase(layer.name, pattern)]
+            if not matched:
+                raise UnknownLayerError(
+                    f"no layer of {self.spec} matches {pattern!r}. Closest: "
+                    f"{', '.join(close_matches(pattern, [layer.name for layer in self.layers]))}. "
+                    f"List them all with `seelike layers {self.spec}`."
+                )
+            chosen.update(matched)
+        return [layer for layer in self.layers if layer.name in chosen]
+
+    # -- running ------------------------------------------------------------------------
+    def preprocess(self, images: Tensor) -> Tensor:
+        return self.preprocessing(images)
+
+    def to(self, device: str | torch.device) -> Model:
+        self.module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        for parameter in self.module.parameters():
+            return parameter.device
+        return torch.device("cpu")
+
+    def fingerprint(self) -> str:
+        """sha256 over the weights and buffers: part of every cache key (a stale cache is a wrong number)."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            for key, tensor in sorted(self.module.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint

@@ -1,0 +1,529 @@
+"""CKA: centred kernel alignment between representations (PAPER.md §1), pure maths.
+
+Read beside PAPER.md §1, line by line:
+
+- X (n × p1), Y (n × p2): two layers' activations on the same n images, each flattened per image;
+  K = XXᵀ, L = YYᵀ (:func:`gram_linear`), or RBF Grams (:func:`gram_rbf`).
+- Biased HSIC₀ = tr(KHLH)/(n−1)², H = I − 11ᵀ/n (Kornblith 2019; :func:`hsic_biased`). Strongly
+  inflated when p ≫ n: only for small checks.
+- Unbiased HSIC₁ (Song 2012; :func:`hsic_unbiased`): needs n ≥ 4, can be negative, never clamped.
+- Efficient form HSIC₁(K, L) = ⟨U(K), U(L)⟩/(n(n−3)) (:func:`u_centre`); with the U(K) of every layer
+  as rows of G, GGᵀ gives all pairwise terms of a batch in one product (:class:`MinibatchCKA`).
+- Minibatch CKA (Nguyen, Raghu, Kornblith 2021): numerator and denominator accumulated separately
+  over batches, never per-batch CKA averaged (:func:`minibatch_cka`, :class:`MinibatchCKA`).
+- CKA = HSIC(K, L)/√(HSIC(K, K)·HSIC(L, L)) (:func:`cka`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seelike.errors import InvalidInputError
+from seelike.results import Result
+
+__all__ = [
+    "CKAResult",
+    "ESTIMATORS",
+    "KERNELS",
+    "MinibatchCKA",
+    "cka",
+    "gram_linear",
+    "gram_rbf",
+    "hsic_biased",
+    "hsic_unbiased",
+    "minibatch_cka",
+    "split_name",
+    "u_centre",
+]
+
+KERNELS = ("linear", "rbf")
+ESTIMATORS = ("unbiased", "biased")
+MIN_UNBIASED_N = 4  # HSIC₁ divides by n(n−3) and (n−1)(n−2)
+
+ArrayLike = Tensor | np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _as_matrix(x: ArrayLike, name: str = "x") -> Tensor:
+    """[n, ...] tensor or array -> [n, p] tensor, flattened per example (p = product of the rest)."""
+    if isinstance(x, np.ndarray):
+        try:
+            x = torch.from_numpy(x if x.flags.writeable else x.copy())
+        except TypeError as error:
+            raise InvalidInputError(f"{name} must hold numbers, got a numpy array of dtype {x.dtype}.") from error
+    if not isinstance(x, Tensor):
+        raise InvalidInputError(f"{name} must be a torch.Tensor or numpy.ndarray of shape [n, ...], got {type(x).__name__}.")
+    if x.dtype.is_complex:
+        raise InvalidInputError(f"{name} is complex ({x.dtype}); CKA needs real-valued representations.")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise InvalidInputError(f"{name} must have shape [n, ...] with n >= 1 examples, got shape {tuple(x.shape)}.")
+    x = x.detach().reshape(x.shape[0], -1)
+    return x if x.is_floating_point() else x.to(torch.float64)
+
+
+def _check_choice(parameter: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidInputError(f"{parameter} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def _resolve_sigma(kernel: str, sigma: float | None) -> float | None:
+    """sigma: None for the linear kernel, 1.0 by default for the RBF kernel, positive and finite."""
+    if kernel == "linear":
+        if sigma is not None:
+            raise InvalidInputError(f"sigma={sigma!r} only applies to kernel='rbf'; leave it out for kernel='linear'.")
+        return None
+    sigma = 1.0 if sigma is None else sigma
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise InvalidInputError(f"sigma must be a positive finite number (a multiple of the median distance), got {sigma!r}.")
+    return float(sigma)
+
+
+def _check_gram(K: ArrayLike, name: str, min_n: int) -> Tensor:
+    """A square Gram [n, n] as float64, n >= min_n."""
+    K = _as_matrix(K, name).to(torch.float64)
+    n = K.shape[0]
+    if K.shape != (n, n):
+        raise InvalidInputError(f"{name} must be a square Gram matrix [n, n], got shape {tuple(K.shape)}.")
+    if n < min_n:
+        raise InvalidInputError(f"this estimator needs at least {min_n} examples, got n={n}.")
+    return K
+
+
+def _check_grams(K: ArrayLike, L: ArrayLike, min_n: int) -> tuple[Tensor, Tensor]:
+    K, L = _check_gram(K, "K", min_n), _check_gram(L, "L", min_n)
+    if K.shape != L.shape:
+        raise InvalidInputError(f"K and L must be Grams of the same examples: K has n={K.shape[0]}, L has n={L.shape[0]}.")
+    return K, L.to(K.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grams
+
+
+def gram_linear(x: ArrayLike) -> Tensor:
+    """Linear Gram K = XXᵀ [n, n] of x [n, ...] flattened per example, in x's dtype, on its device (§1)."""
+    x = _as_matrix(x)
+    return x @ x.T
+
+
+def gram_rbf(x: ArrayLike, sigma: float = 1.0) -> Tensor:
+    """RBF Gram K_ij = exp(−‖x_i − x_j‖² / (2 s²)) [n, n] of x [n, ...] flattened per example.
+
+    Bandwidth s = sigma × the median Euclidean distance between distinct examples (over the
+    n(n−1)/2 pairs i < j; mean of the two middle values when their count is even), as in
+    Kornblith et al. 2019, where sigma is a fraction of the median distance. In x's dtype.
+    """
+    sigma = _resolve_sigma("rbf", sigma)
+    x = _as_matrix(x)
+    n = x.shape[0]
+    if n < 2:
+        raise InvalidInputError(f"gram_rbf needs at least 2 examples for a median distance, got n={n}.")
+    dot = x @ x.T
+    squared_norms = dot.diagonal()
+    squared_distances = (squared_norms[:, None] + squared_norms[None, :] - 2 * dot).clamp_min(0)  # rounding < 0
+    i, j = _upper_triangle_indices(n, x.device)
+    median = _median(squared_distances[i, j].sqrt())
+    if not median > 0:
+        raise InvalidInputError(
+            "gram_rbf: the median distance between examples is 0 (at least half the pairs coincide), "
+            "so the RBF bandwidth is undefined; use kernel='linear' or more varied examples."
+        )
+    bandwidth = sigma * median
+    return torch.exp(-squared_distances / (2 * bandwidth**2))
+
+
+def _median(values: Tensor) -> Tensor:
+    """Median of a 1-D tensor; the mean of the two middle values when their count is even."""
+    count = values.numel()
+    lower = values.kthvalue((count + 1) // 2).values
+    upper = values.kthvalue(count // 2 + 1).values
+    return (lower + upper) / 2
+
+
+@functools.lru_cache(maxsize=16)
+def _upper_triangle_indices(n: int, device: torch.device) -> Tensor:
+    """Row and column indices [2, n(n−1)/2] of the strict upper triangle of an n × n matrix."""
+    return torch.triu_indices(n, n, offset=1, device=device)
+
+
+# ---------------------------------------------------------------------------------------------
+# HSIC
+
+
+def hsic_biased(K: ArrayLike, L: ArrayLike) -> Tensor:
+    """HSIC₀ = tr(KHLH)/(n−1)², H = I − 11ᵀ/n (Kornblith 2019; §1). K, L: [n, n]. 0-d float64 tensor."""
+    K, L = _check_grams(K, L, min_n=2)
+    n = K.shape[0]
+    centred_K = K - K.mean(dim=0, keepdim=True) - K.mean(dim=1, keepdim=True) + K.mean()  # HKH
+    return (centred_K * L.T).sum() / (n - 1) ** 2  # tr(HKH·L) = tr(KHLH)
+
+
+def hsic_unbiased(K: ArrayLike, L: ArrayLike) -> Tensor:
+    """Unbiased HSIC₁ (Song 2012; §1). K, L: [n, n], n >= 4. 0-d float64 tensor; may be negative.
+
+    With K̃, L̃ the Grams with zeroed diagonals:
+    HSIC₁ = [tr(K̃L̃) + (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2)) − 2/(n−2)·1ᵀK̃L̃1] / (n(n−3)).
+    """
+    K, L = _check_grams(K, L, min_n=MIN_UNBIASED_N)
+    n = K.shape[0]
+    K_tilde, L_tilde = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+    trace = (K_tilde * L_tilde.T).sum()  # tr(K̃L̃)
+    sums = K_tilde.sum() * L_tilde.sum() / ((n - 1) * (n - 2))  # (1ᵀK̃1)(1ᵀL̃1)/((n−1)(n−2))
+    cross = 2 / (n - 2) * (K_tilde.sum(dim=0) @ L_tilde.sum(dim=1))  # 2/(n−2)·1ᵀK̃L̃1
+    return (trace + sums - cross) / (n * (n - 3))
+
+
+def u_centre(K: ArrayLike) -> Tensor:
+    """U(K) [n, n] float64 of a Gram [n, n], n >= 4, so that HSIC₁(K, L) = ⟨U(K), U(L)⟩/(n(n−3)) (§1)."""
+    return _u_centre(_check_gram(K, "K", MIN_UNBIASED_N))
+
+
+def _u_centre(K: Tensor) -> Tensor:
+    """U(K) for a float64 Gram [n, n] already validated."""
+    n = K.shape[0]
+    K_tilde = K.clone().fill_diagonal_(0)  # zero the diagonal
+    row_means = K_tilde.sum(dim=1, keepdim=True) / (n - 2)  # row and column means with divisor n−2
+    column_means = K_tilde.sum(dim=0, keepdim=True) / (n - 2)
+    grand = K_tilde.sum() / ((n - 1) * (n - 2))  # grand sum over (n−1)(n−2)
+    return (K_tilde - row_means - column_means + grand).fill_diagonal_(0)  # zero the diagonal again
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-batch CKA
+
+
+def cka(
+    x: ArrayLike,
+    y: ArrayLike,
+    kernel: str = "linear",
+    estimator: str = "unbiased",
+    sigma: float | None = None,
+) -> float:
+    """CKA = HSIC(K, L)/√(HSIC(K, K)·HSIC(L, L)) of x [n, ...] and y [n, ...] on the same n examples (§1).
+
+    Each is flattened per example and computed in float64. kernel: 'linear' | 'rbf' (sigma: multiple
+    of the median distance, default 1.0; rbf only). estimator: 'unbiased' (HSIC₁, n >= 4; may be
+    negative, never clamped) | 'biased' (HSIC₀; inflated when p ≫ n).
+    """
+    _check_choice("kernel", kernel, KERNELS)
+    _check_choice("estimator", estimator, ESTIMATORS)
+    sigma = _resolve_sigma(kernel, sigma)
+    x, y = _as_matrix(x, "x").to(torch.float64), _as_matrix(y, "y").to(torch.float64)
+    if x.shape[0] != y.shape[0]:
+        raise InvalidInputError(f"x and y must hold the same examples: x has n={x.shape[0]}, y has n={y.shape[0]}.")
+    n = x.shape[0]
+    min_n = MIN_UNBIASED_N if estimator == "unbiased" else 2
+    if n < min_n:
+        raise InvalidInputError(f"estimator={estimator!r} needs at least {min_n} examples, got n={n}.")
+    for name, z in (("x", x), ("y", y)):
+        if not torch.isfinite(z).all():
+            raise InvalidInputError(f"{name} contains NaN or inf values; CKA needs finite representations.")
+        if (z == z[:1]).all():
+            raise InvalidInputError(f"{name} is the same for every example, so CKA is undefined (0/0).")
+    y = y.to(x.device)
+    K, L = (gram_linear(x), gram_linear(y)) if kernel == "linear" else (gram_rbf(x, sigma), gram_rbf(y, sigma))
+    hsic = hsic_unbiased if estimator == "unbiased" else hsic_biased
+    denominator = float(hsic(K, K) * hsic(L, L))
+    if not denominator > 0 or not math.isfinite(denominator):
+        raise InvalidInputError(f"CKA is undefined here: HSIC(K, K)·HSIC(L, L) = {denominator} (degenerate or huge values).")
+    return float(hsic(K, L)) / math.sqrt(denominator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Minibatch CKA
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """'vit/blocks.3' -> ('vit', 'blocks.3'): model before the first '/', layer after it.
+
+    A name without '/' is a model of its own with one layer of the same name.
+    """
+    model, slash, layer = name.partition("/")
+    return (model, layer) if slash else (name, name)
+
+
+class MinibatchCKA:
+    """Streaming minibatch CKA between every pair of named representations (§1; Nguyen, Raghu, Kornblith 2021).
+
+    Names look like 'vit/blocks.3' (the model is the part before the first '/'). Each ``update``
+    takes one batch, ``{name: tensor [n, ...]}`` for every name (same n >= 4). Per batch, each
+    Gram is computed on its tensor's own device in its dtype (half precision in float32), promoted
+    to float64 and U-centred; the m U(K) (strict upper triangles: symmetric, zero diagonal) are the
+    rows of G [m, n(n−1)/2] and one product 2·GGᵀ/(n(n−3)) gives the [m, m] unbiased HSIC₁ matrix h.
+
+    Weighting: batch i has weight wᵢ = nᵢ, and CKA = Σ wᵢ hᵢ,xy / √(Σ wᵢ hᵢ,xx · Σ wᵢ hᵢ,yy), numerator
+    and denominator accumulated separately. With equal batches this is the paper's equal weighting;
+    a short last batch counts with its fair, smaller weight instead of being dropped.
+
+    Standard error (per cell): batches are independent replicates with Var(hᵢ) ∝ 1/nᵢ (the model
+    under which wᵢ = nᵢ is the efficient weighting), so Cov(weighted mean) is estimated by
+    Σ wᵢ (hᵢ − h̄)(hᵢ − h̄)ᵀ / ((k−1) Σ wᵢ); the delta method on f(a, b, c) = a/√(bc) turns that into
+    the SE of CKA. It is NaN when only one batch was seen (no spread to estimate) and 0 on the diagonal.
+
+    A representation identical for every image of a batch adds exactly 0 (its U(K) is 0); if it is
+    so in every batch, its CKA row and column are NaN, with a warning and ``undefined_layers`` in
+    the result's metadata. Every state is a plain sum over batches: ``merge`` adds them (TorchMetrics
+    style), so a distributed run needs one all-reduce of the sums plus the gathered batch sizes.
+    """
+
+    _SUMS = ("hsic", "hsic_squared", "hsic_times_diagonal", "diagonal_outer")
+
+    def __init__(self, kernel: str = "linear", sigma: float | None = None) -> None:
+        _check_choice("kernel", kernel, KERNELS)
+        self.kernel = kernel
+        self.sigma = _resolve_sigma(kernel, sigma)
+        self._names: list[str] | None = None
+        self._batch_sizes: list[int] = []
+        # Σ w h, Σ w h∘h, Σ w h_xy h_xx, Σ w h_xx h_yy: each [m, m] float64, on the first batch's device.
+        self._sums: dict[str, Tensor] = {}
+
+    @property
+    def names(self) -> list[str]:
+        """Representation names in the order the first batch fixed (empty before any update)."""
+        return list(self._names or [])
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return list(self._batch_sizes)
+
+    @property
+    def num_batches(self) -> int:
+        return len(self._batch_sizes)
+
+    @property
+    def num_images(self) -> int:
+        return sum(self._batch_sizes)
+
+    def update(self, representations: Mapping[str, ArrayLike]) -> None:
+        """Add one batch: ``{name: [n, ...]}``, every name every batch, the same n >= 4 images."""
+        names, matrices = self._check_batch(representations)
+        n = matrices[0].shape[0]
+        device = matrices[0].device
+        rows, columns = _upper_triangle_indices(n, device)
+        G = torch.empty(len(names), rows.numel(), dtype=torch.float64, device=device)
+        for index, x in enumerate(matrices):
+            U = _u_centre(self._gram(x).to(torch.float64)).to(device)
+            varies = (x != x[:1]).any().to(device)  # identical for every image: U(K) is 0, not rounding noise
+            G[index] = U[rows, columns] * varies
+        h = 2 * (G @ G.T) / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
+        h = (h + h.T) / 2  # exactly symmetric despite matmul rounding
+        if not torch.isfinite(h).all():
+            overflowing = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
+            raise InvalidInputError(f"the Gram of {', '.join(map(repr, overflowing))} overflows; scale those activations down.")
+        self._accumulate(names, h, n)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.to(torch.float32)
+        return gram_linear(x) if self.kernel == "linear" else gram_rbf(x, self.sigma)
+
+    def _check_batch(self, representations: Mapping[str, ArrayLike]) -> tuple[list[str], list[Tensor]]:
+        if not isinstance(representations, Mapping) or not representations:
+            raise InvalidInputError("update() takes a non-empty mapping {name: tensor [n, ...]}.")
+        names = list(representations)
+        if self._names is not None:
+            if set(names) != set(self._names):
+                missing = sorted(set(self._names) - set(names))
+                unexpected = sorted(set(names) - set(self._names))
+                raise InvalidInputError(
+                    f"update() got other representations than the first batch (missing: {missing}, "
+                    f"unexpected: {unexpected}); pass every name in every batch."
+                )
+            names = self._names
+        for name in names:
+            if not isinstance(name, str):
+                raise InvalidInputError(f"representation names must be strings like 'vit/blocks.3', got {name!r}.")
+        matrices = [_as_matrix(representations[name], name) for name in names]
+        sizes = {name: x.shape[0] for name, x in zip(names, matrices)}
+        if len(set(sizes.values())) > 1:
+            raise InvalidInputError(f"every representation of a batch must hold the same images, got n per name: {sizes}.")
+        n = matrices[0].shape[0]
+        if n < MIN_UNBIASED_N:
+            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
+        device = matrices[0].device
+        finite = torch.stack([torch.isfinite(x).all().to(device) for x in matrices]).tolist()  # one sync
+        bad = [name for name, ok in zip(names, finite) if not ok]
+        if bad:
+            raise InvalidInputError(f"representation {', '.join(map(repr, bad))} has NaN or inf values in this batch.")
+        return names, matrices
+
+    def _accumulate(self, names: list[str], h: Tensor, n: int) -> None:
+        weight = float(n)
+        diagonal = h.diagonal()
+        terms = {
+            "hsic": weight * h,
+            "hsic_squared": weight * h * h,
+            "hsic_times_diagonal": weight * h * diagonal[:, None],  # [x, y]: w·h_xy·h_xx
+            "diagonal_outer": weight * torch.outer(diagonal, diagonal),  # [x, y]: w·h_xx·h_yy
+        }
+        if self._sums:
+            for key in self._SUMS:
+                self._sums[key] += terms[key]
+        else:
+            self._sums = terms
+        self._names = names
+        self._batch_sizes.append(n)
+
+    def merge(self, other: MinibatchCKA) -> None:
+        """Add the state of ``other`` (same kernel and names, e.g. another rank or data shard) into this one."""
+        if not isinstance(other, MinibatchCKA):
+            raise InvalidInputError(f"merge() takes another MinibatchCKA, got {type(other).__name__}.")
+        if (other.kernel, other.sigma) != (self.kernel, self.sigma):
+            raise InvalidInputError(
+                f"cannot merge kernel={other.kernel!r}, sigma={other.sigma} into kernel={self.kernel!r}, sigma={self.sigma}."
+            )
+        if other._names is None:
+            return
+        if self._names is None:
+            self._names = list(other._names)
+            self._sums = {key: value.clone() for key, value in other._sums.items()}
+            self._batch_sizes = list(other._batch_sizes)
+            return
+        if set(other._names) != set(self._names):
+            raise InvalidInputError(f"cannot merge accumulators of different representations: {other._names} vs {self._names}.")
+        order = torch.tensor([other._names.index(name) for name in self._names])
+        for key in self._SUMS:
+            value = other._sums[key]
+            order_here = order.to(value.device)
+            self._sums[key] += value[order_here][:, order_here].to(self._sums[key].device)
+        self._batch_sizes.extend(other._batch_sizes)
+
+    def result(self, metadata: Mapping[str, Any] | None = None) -> CKAResult:
+        """CKA, its standard error and the weighted mean HSIC₁, all [m, m], as a :class:`CKAResult`."""
+        if self._names is None:
+            raise InvalidInputError("MinibatchCKA.result() needs at least one update(); no batch has been seen.")
+        names = list(self._names)
+        weight_sum, k = float(self.num_images), self.num_batches
+        sums = {key: value.to(torch.float64).cpu().numpy() for key, value in self._sums.items()}
+        hsic = sums["hsic"] / weight_sum  # weighted mean HSIC₁
+        diagonal = np.diag(hsic)
+        undefined = [name for name, value in zip(names, diagonal) if not value > 0]
+        if undefined:
+            warnings.warn(
+                f"CKA is undefined (NaN) for {undefined}: identical for every image in every batch.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            matrix = hsic / np.sqrt(np.outer(diagonal, diagonal))
+            standard_error = _delta_method_standard_error(hsic, matrix, sums, weight_sum, k)
+        computed = {
+            "names": names,
+            "n": self.num_images,
+            "num_batches": k,
+            "batch_sizes": self.batch_sizes,
+            "estimator": "unbiased",
+            "kernel": self.kernel,
+            "sigma": self.sigma,
+            "weighting": "batch size",
+            "undefined_layers": undefined,
+        }
+        clashes = sorted(set(computed) & set(metadata or {}))
+        if clashes:
+            raise InvalidInputError(f"metadata keys {clashes} are set by MinibatchCKA itself; use other names.")
+        arrays = {"cka": matrix, "standard_error": standard_error, "hsic": hsic}
+        return CKAResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+
+
+def _delta_method_standard_error(
+    hsic: np.ndarray, matrix: np.ndarray, sums: Mapping[str, np.ndarray], weight_sum: float, k: int
+) -> np.ndarray:
+    """SE [m, m] of f = a/√(bc), a = h̄_xy, b = h̄_xx, c = h̄_yy, batches as replicates (see MinibatchCKA)."""
+    if k < 2:
+        return np.full_like(hsic, np.nan)
+    scale = 1.0 / ((k - 1) * weight_sum)
+    diagonal = np.diag(hsic)
+    b, c = diagonal[:, None], diagonal[None, :]
+    var_a = (sums["hsic_squared"] - weight_sum * hsic**2) * scale  # Var(h̄_xy)
+    var_b, var_c = np.diag(var_a)[:, None], np.diag(var_a)[None, :]  # Var(h̄_xx), Var(h̄_yy)
+    cov_ab = (sums["hsic_times_diagonal"] - weight_sum * hsic * b) * scale  # Cov(h̄_xy, h̄_xx)
+    cov_ac = cov_ab  # Cov(h̄_xy, h̄_yy), h symmetric
+    cov_bc = (sums["diagonal_outer"] - weight_sum * b * c) * scale  # Cov(h̄_xx, h̄_yy)
+    grad_a, grad_b, grad_c = 1 / np.sqrt(b * c), -matrix / (2 * b), -matrix / (2 * c)  # ∂f/∂a, ∂f/∂b, ∂f/∂c
+    variance = (
+        grad_a**2 * var_a
+        + grad_b**2 * var_b
+        + grad_c**2 * var_c
+        + 2 * grad_a * grad_b * cov_ab
+        + 2 * grad_a * grad_c * cov_ac
+        + 2 * grad_b * grad_c * cov_bc
+    )
+    standard_error = np.sqrt(np.maximum(variance, 0.0))  # rounding can take a true 0 slightly below 0
+    np.fill_diagonal(standard_error, np.where(diagonal > 0, 0.0, np.nan))  # CKA(x, x) = 1 in every batch
+    return standard_error
+
+
+def minibatch_cka(
+    batches_x: Iterable[ArrayLike],
+    batches_y: Iterable[ArrayLike],
+    kernel: str = "linear",
+    sigma: float | None = None,
+) -> float:
+    """Minibatch CKA (§1; Nguyen, Raghu, Kornblith 2021) of two iterables of per-batch representations
+    [nᵢ, ...] of the same images: Σ wᵢ HSIC₁(Kᵢ, Lᵢ)/√(Σ wᵢ HSIC₁(Kᵢ, Kᵢ)·Σ wᵢ HSIC₁(Lᵢ, Lᵢ)), wᵢ = nᵢ.
+    """
+    accumulator = MinibatchCKA(kernel=kernel, sigma=sigma)
+    missing = object()
+    for x, y in itertools.zip_longest(batches_x, batches_y, fillvalue=missing):
+        if x is missing or y is missing:
+            raise InvalidInputError("batches_x and batches_y must yield the same number of batches (the same images).")
+        accumulator.update({"x": x, "y": y})
+    return float(accumulator.result().matrix[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass(frozen=True)
+class CKAResult(Result):
+    """CKA between named representations: arrays ``cka``, ``standard_error``, ``hsic``, each [m, m].
+
+    metadata: ``names`` (rows and columns, 'model/layer'), ``n``, ``batch_sizes``, ``estimator``,
+    ``kernel``, and whatever the caller added (model specs, data spec, seed, ...).
+    """
+
+    kind: ClassVar[str] = "cka"
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.metadata["names"])
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """CKA [m, m]."""
+        return self.arrays["cka"]
+
+    @property
+    def models(self) -> list[str]:
+        """Model names in order of first appearance."""
+        return list(dict.fromkeys(split_name(name)[0] for name in self.names))
+
+    def layer_names(self, model: str) -> list[str]:
+        """The layer names of ``model``, without the 'model/' prefix, in row order."""
+        return [split_name(self.names[i])[1] for i in self._indices(model)]
+
+    def block(self, model_a: str, model_b: str | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+        """CKA block, its row and its column layer names: rows model_a's layers, columns model_b's
+        (model_b None: the within-model block of model_a)."""
+        model_b = model_a if model_b is None else model_b
+        rows, columns = self._indices(model_a), self._indices(model_b)
+        return self.matrix[np.ix_(rows, columns)], self.layer_names(model_a), self.layer_names(model_b)
+
+    def _indices(self, model: str) -> list[int]:
+        if model not in self.models:
+            raise InvalidInputError(f"no model {model!r} in this CKA result; known models: {self.models}.")
+        return [i for i, name in enumerate(self.names) if split_name(name)[0] == model]

@@ -1,0 +1,258 @@
+"""A small, resumable trainer for seelike's own models (the zoo; DESIGN.md: train).
+
+AdamW, linear warm-up then cosine decay (a pure function of the step, so no scheduler state),
+label smoothing, optional light augmentation, and a checkpoint at the end of every epoch:
+weights and optimizer state in safetensors, everything else in JSON. Data order and
+augmentation of epoch ``e`` depend only on ``(seed, e)``, so an interrupted run resumed from
+its last checkpoint continues exactly as if it had never stopped. No pickle is ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from seelike.data import load_dataset
+from seelike.errors import InvalidInputError
+from seelike.models import build_module, save_checkpoint
+from seelike.models.model import Preprocessing
+from seelike.results import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+TENSORS_FILE = "state.safetensors"
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the trained weights; saved with every checkpoint."""
+
+    arch: str
+    model: dict[str, Any] = field(default_factory=dict)
+    data: str = "fashion-mnist"
+    fraction: float = 1.0
+    epochs: int = 10
+    steps: int | None = None  # total optimizer steps; overrides epochs (data-fraction models train as long as the full one)
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    label_smoothing: float = 0.1
+    augment: Literal["none", "flip", "crop-flip"] = "none"
+    seed: int = 0
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.augment not in ("none", "flip", "crop-flip"):
+            raise InvalidInputError(f"augment must be one of none, flip, crop-flip; got {self.augment!r}")
+        if not 0 < self.fraction <= 1:
+            raise InvalidInputError(f"fraction must be in (0, 1], got {self.fraction}")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * peak * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def augment_batch(images: Tensor, mode: str, generator: torch.Generator) -> Tensor:
+    """Horizontal flips (``flip``) and ±2 px translations (``crop-flip``), drawn from ``generator``."""
+    if mode == "none":
+        return images
+    batch = images.shape[0]
+    flip = torch.rand(batch, generator=generator) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    if mode == "crop-flip":
+        pad = 2
+        padded = F.pad(images, (pad, pad, pad, pad))
+        shifts = torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator)
+        height, width = images.shape[-2:]
+        images = torch.stack([padded[i, :, y : y + height, x : x + width] for i, (y, x) in enumerate(shifts.tolist())])
+    return images
+
+
+@torch.inference_mode()
+def evaluate(module: nn.Module, preprocessing: Preprocessing, dataset: Any, batch_size: int = 1000) -> float:
+    """Top-1 accuracy of ``module`` on ``dataset``."""
+    module.eval()
+    correct = 0
+    for start in range(0, len(dataset), batch_size):
+        indices = torch.arange(start, min(start + batch_size, len(dataset)))
+        logits = module(preprocessing(dataset.images(indices)))
+        correct += (logits.argmax(dim=1) == dataset.labels[indices]).sum().item()
+    return correct / len(dataset)
+
+
+class Trainer:
+    """Train ``config`` into ``directory``; resumes from the last epoch checkpoint found there."""
+
+    def __init__(self, config: TrainConfig, directory: str | Path, on_epoch: Callable[[dict], None] | None = None) -> None:
+        self.config = config
+        self.directory = Path(directory)
+        self.on_epoch = on_epoch
+        self.train_set = load_dataset(config.data, split="train", fraction=config.fraction, seed=config.seed)
+        self.test_set = load_dataset(config.data, split="test")
+        channels = self.train_set.image_shape[0]
+        model_config = {"in_channels": channels, "num_classes": self.train_set.num_classes, **config.model}
+        if config.arch in ("vit", "mixer"):
+            model_config.setdefault("image_size", self.train_set.image_shape[-1])
+        torch.manual_seed(config.seed)
+        self.module = build_module(config.arch, model_config)
+        self.preprocessing = self._data_preprocessing(channels)
+        self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, betas=(0.9, 0.999))
+        self.steps_per_epoch = max(1, len(self.train_set) // config.batch_size)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.epoch, self.step, self.history, self.train_seconds = 0, 0, [], 0.0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _data_preprocessing(self, channels: int) -> Preprocessing:
+        sample = self.train_set.images(torch.arange(min(len(self.train_set), 10_000)))
+        mean = tuple(sample.mean(dim=(0, 2, 3)).tolist())
+        std = tuple(sample.std(dim=(0, 2, 3)).tolist())
+        return Preprocessing(tuple(self.train_set.image_shape), tuple(round(m, 4) for m in mean), tuple(round(s, 4) for s in std))
+
+    def _parameter_groups(self) -> list[dict]:
+        """No weight decay on biases, norms, embeddings and tokens (the usual ViT recipe)."""
+        decay, no_decay = [], []
+        for name, parameter in self.module.named_parameters():
+            (no_decay if parameter.ndim <= 1 or name.endswith(("pos_embed", "cls_token")) else decay).append(parameter)
+        return [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save(self) -> None:
+        """Weights + optimizer moments (safetensors) and the rest (JSON), each written atomically."""
+        tensors = {f"model/{k}": v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        optimizer_state = self.optimizer.state_dict()
+        for index, state in optimizer_state["state"].items():
+            for key, value in state.items():
+                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().contiguous()
+        temporary = self.directory / f".{TENSORS_FILE}.tmp"
+        save_file(tensors, temporary)
+        temporary.replace(self.directory / TENSORS_FILE)
+        state = {
+            "config": asdict(self.config),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": self.history,
+            "train_seconds": self.train_seconds,
+            "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer_state["param_groups"]],
+            "preprocessing": asdict(self.preprocessing),
+        }
+        atomic_write_text(self.directory / STATE_FILE, json.dumps(state, indent=2))
+
+    def resume(self) -> bool:
+        """Load the last checkpoint in the directory; False when there is none."""
+        state_path = self.directory / STATE_FILE
+        if not state_path.exists():
+            return False
+        state = json.loads(state_path.read_text())
+        saved = TrainConfig(**state["config"])
+        if _normalised(asdict(saved)) != _normalised(asdict(self.config)):
+            raise InvalidInputError(
+                f"{self.directory} holds a run with another config ({_config_diff(saved, self.config)}); "
+                "use another --out folder or delete it to start over."
+            )
+        tensors = load_file(str(self.directory / TENSORS_FILE))
+        self.module.load_state_dict({k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")})
+        optimizer_state: dict[int, dict[str, Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                optimizer_state.setdefault(int(index), {})[name] = value
+        groups = self.optimizer.state_dict()["param_groups"]
+        for group, saved_group in zip(groups, state["param_groups"]):
+            group.update(saved_group)
+        self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.history, self.train_seconds = state["history"], state["train_seconds"]
+        log.info("resumed %s at epoch %d, step %d", self.directory, self.epoch, self.step)
+        return True
+
+    # -- training -------------------------------------------------------------------------
+    def _epoch_batches(self, epoch: int) -> tuple[Tensor, torch.Generator]:
+        generator = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_set), generator=generator)
+        return order, generator
+
+    def train_epoch(self) -> dict:
+        config = self.config
+        self.module.train()
+        order, generator = self._epoch_batches(self.epoch)
+        started, losses, seen = time.perf_counter(), [], 0
+        for batch in range(self.steps_per_epoch):
+            if self.step >= self.total_steps:
+                break
+            indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
+            images = augment_batch(self.train_set.images(indices), config.augment, generator)
+            labels = self.train_set.labels[indices]
+            for group in self.optimizer.param_groups:
+                group["lr"] = learning_rate(self.step, self.total_steps, config.lr, config.warmup_steps)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                logits = self.module(self.preprocessing(images))
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            seen += len(indices)
+            self.step += 1
+        seconds = time.perf_counter() - started
+        self.train_seconds += seconds
+        self.epoch += 1
+        record = {"epoch": self.epoch, "step": self.step, "loss": sum(losses) / max(1, len(losses)), "images_per_second": seen / max(seconds, 1e-9)}
+        self.history.append(record)
+        return record
+
+    def run(self) -> dict:
+        """Train to the end (resuming if possible), write ``model.safetensors`` and return the summary."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.resume()
+        while self.step < self.total_steps:
+            record = self.train_epoch()
+            self.save()
+            if self.on_epoch:
+                self.on_epoch(record)
+        accuracy = evaluate(self.module, self.preprocessing, self.test_set)
+        throughput = self.step * self.config.batch_size / max(self.train_seconds, 1e-9)
+        summary = {
+            "test_accuracy": accuracy,
+            "epochs": self.epoch,
+            "steps": self.step,
+            "train_seconds": round(self.train_seconds, 1),
+            "images_per_second": round(throughput, 1),
+            "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "torch": torch.__version__,
+            "config": asdict(self.config),
+        }
+        save_checkpoint(self.directory / MODEL_FILE, self.module, self.config.arch, self.preprocessing, {"training": summary})
+        atomic_write_text(self.directory / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+
+def _normalised(value: Any) -> Any:
+    """A config as JSON sees it (tuples and lists alike), for comparing a saved run with a new one."""
+    return json.loads(json.dumps(value))
+
+
+def _config_diff(a: TrainConfig, b: TrainConfig) -> str:
+    left, right = _normalised(asdict(a)), _normalised(asdict(b))
+    return ", ".join(f"{k}: {left[k]!r} there vs {right[k]!r} now" for k in left if left[k] != right[k])
