@@ -197,3 +197,16 @@ def cka(
         adjacent = np.diag(matrix, 1)
         console.print(f"  {model}: {len(names)} layers, mean CKA between layers {off.mean():.3f}, between neighbours {adjacent.mean():.3f}")
     console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+
+
+@app.command()
+def demo(out: OutOption = Path("runs/demo"), n: int = 2000) -> None:
+    """The main job on the embedded default: the paper's analyses on the shipped zoo."""
+    from seelike.models.zoo import manifests
+
+    shipped = manifests()
+    specs = [f"zoo:{name}" for name in ("vit-cls", "resnet") if name in shipped] or ["seelike:vit", "seelike:resnet"]
+    if not shipped:
+        console.print("[yellow]no zoo model is shipped in this install: running on random-init seelike models[/yellow]")
+    cka(specs, out=out / "cka", data="fashion-mnist", split="test", n=n, batch_size=250, layers="blocks", repeats=1, seed=0, device="cpu")
+    console.print(f"[bold]outputs:[/bold] {out.resolve()}")

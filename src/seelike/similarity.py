@@ -444,13 +444,13 @@ def _delta_method_standard_error(
     """SE [m, m] of f = a/√(bc), a = h̄_xy, b = h̄_xx, c = h̄_yy, batches as replicates (see MinibatchCKA)."""
     if k < 2:
         return np.full_like(hsic, np.nan)
-    scale = 1.0 / ((k - 1) * weight_sum)
+    scale = 1.0 / ((k - 1) * k)
     diagonal = np.diag(hsic)
     b, c = diagonal[:, None], diagonal[None, :]
     var_a = (sums["hsic_squared"] - weight_sum * hsic**2) * scale  # Var(h̄_xy)
     var_b, var_c = np.diag(var_a)[:, None], np.diag(var_a)[None, :]  # Var(h̄_xx), Var(h̄_yy)
     cov_ab = (sums["hsic_times_diagonal"] - weight_sum * hsic * b) * scale  # Cov(h̄_xy, h̄_xx)
-    cov_ac = cov_ab  # Cov(h̄_xy, h̄_yy), h symmetric
+    cov_ac = cov_ab.T  # Cov(h̄_xy, h̄_yy), h symmetric
     cov_bc = (sums["diagonal_outer"] - weight_sum * b * c) * scale  # Cov(h̄_xx, h̄_yy)
     grad_a, grad_b, grad_c = 1 / np.sqrt(b * c), -matrix / (2 * b), -matrix / (2 * c)  # ∂f/∂a, ∂f/∂b, ∂f/∂c
     variance = (
