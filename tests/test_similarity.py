@@ -328,6 +328,25 @@ def test_standard_error_is_finite_with_two_batches_and_shrinks_with_more() -> No
     assert many < 0.6 * few
 
 
+def test_standard_error_matches_delta_method_written_out() -> None:
+    sizes = [12, 12, 9, 12, 7]
+    xs, ys = batches(sizes, seed=46)
+    accumulator = MinibatchCKA()
+    for x, y in zip(xs, ys):
+        accumulator.update({"x": x, "y": y})
+    # per batch (a, b, c) = (HSIC₁(K, L), HSIC₁(K, K), HSIC₁(L, L)); replicates with Var ∝ 1/nᵢ, weights nᵢ
+    h = np.array([[float(hsic_unbiased(gram_linear(p), gram_linear(q))) for p, q in ((x, y), (x, x), (y, y))] for x, y in zip(xs, ys)])
+    w = np.array(sizes, dtype=float)
+    mean = w @ h / w.sum()
+    covariance = sum(wi * np.outer(hi - mean, hi - mean) for wi, hi in zip(w, h)) / ((len(w) - 1) * w.sum())
+    a, b, c = mean
+    f = a / math.sqrt(b * c)
+    gradient = np.array([1 / math.sqrt(b * c), -f / (2 * b), -f / (2 * c)])
+    result = accumulator.result()
+    assert result.matrix[0, 1] == pytest.approx(f, abs=1e-12)
+    assert result["standard_error"][0, 1] == pytest.approx(math.sqrt(gradient @ covariance @ gradient), rel=1e-8)
+
+
 def test_standard_error_is_nan_after_one_batch() -> None:
     accumulator = MinibatchCKA()
     accumulator.update({"x": gaussian(8, 3, seed=27), "y": gaussian(8, 3, seed=28)})
@@ -417,8 +436,8 @@ def test_result_before_any_update_is_refused() -> None:
 
 
 def test_constant_representation_is_refused_by_cka_and_nan_with_a_warning_in_minibatch() -> None:
-    x = gaussian(8, 3, seed=43)
-    constant = torch.ones(8, 3) * 2.5
+    x = gaussian(8, 7, seed=43)
+    constant = torch.full((8, 7), 0.1)  # float32: its U(K) rounds to ~1e-9, not 0, unless zeroed on purpose
     with pytest.raises(InvalidInputError, match="same for every example"):
         cka(x, constant)
     accumulator = MinibatchCKA()

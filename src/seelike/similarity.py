@@ -444,7 +444,7 @@ def _delta_method_standard_error(
     """SE [m, m] of f = a/√(bc), a = h̄_xy, b = h̄_xx, c = h̄_yy, batches as replicates (see MinibatchCKA)."""
     if k < 2:
         return np.full_like(hsic, np.nan)
-    scale = 1.0 / ((k - 1) * k)
+    scale = 1.0 / ((k - 1) * weight_sum)
     diagonal = np.diag(hsic)
     b, c = diagonal[:, None], diagonal[None, :]
     var_a = (sums["hsic_squared"] - weight_sum * hsic**2) * scale  # Var(h̄_xy)
