@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import statistics
 
 import numpy as np
@@ -225,7 +224,8 @@ def test_minibatch_cka_sums_numerator_and_denominator_with_batch_size_weights() 
     for x, y in zip(xs, ys):
         accumulator.update({"x": x, "y": y})
     mean_hsic = [sum(wi * hi[column] for wi, hi in zip(w, h)) / sum(w) for column in range(3)]
-    np.testing.assert_allclose(accumulator.result()["hsic"], [[mean_hsic[1], mean_hsic[0]], [mean_hsic[0], mean_hsic[2]]], rtol=1e-9)
+    expected_hsic = [[mean_hsic[1], mean_hsic[0]], [mean_hsic[0], mean_hsic[2]]]
+    np.testing.assert_allclose(accumulator.result()["hsic"], expected_hsic, rtol=1e-9)
     per_batch_mean = statistics.mean(hi[0] / math.sqrt(hi[1] * hi[2]) for hi in h)
     assert abs(value - per_batch_mean) > 1e-3
 
@@ -335,7 +335,8 @@ def test_standard_error_matches_delta_method_written_out() -> None:
     for x, y in zip(xs, ys):
         accumulator.update({"x": x, "y": y})
     # per batch (a, b, c) = (HSIC₁(K, L), HSIC₁(K, K), HSIC₁(L, L)); replicates with Var ∝ 1/nᵢ, weights nᵢ
-    h = np.array([[float(hsic_unbiased(gram_linear(p), gram_linear(q))) for p, q in ((x, y), (x, x), (y, y))] for x, y in zip(xs, ys)])
+    pairs = [((x, y), (x, x), (y, y)) for x, y in zip(xs, ys)]
+    h = np.array([[float(hsic_unbiased(gram_linear(p), gram_linear(q))) for p, q in batch] for batch in pairs])
     w = np.array(sizes, dtype=float)
     mean = w @ h / w.sum()
     covariance = sum(wi * np.outer(hi - mean, hi - mean) for wi, hi in zip(w, h)) / ((len(w) - 1) * w.sum())
@@ -456,7 +457,8 @@ def two_model_result() -> CKAResult:
     x, y = related_pair(40, seed=44)
     accumulator = MinibatchCKA()
     for xb, yb in zip(x.split(10), y.split(10)):
-        accumulator.update({"vit/blocks.0": xb, "resnet/layer1": yb, "vit/blocks.1": torch.relu(yb) + xb[:, 0, :2].sum(1, keepdim=True)})
+        mixed = torch.relu(yb) + xb[:, 0, :2].sum(1, keepdim=True)
+        accumulator.update({"vit/blocks.0": xb, "resnet/layer1": yb, "vit/blocks.1": mixed})
     return accumulator.result(metadata={"seed": 7, "data": "synthetic"})
 
 
@@ -495,3 +497,13 @@ def test_result_round_trips_through_save_and_load(tmp_path) -> None:
     assert loaded.names == result.names
     assert loaded.metadata["seed"] == 7 and loaded.metadata["batch_sizes"] == [10] * 4
     np.testing.assert_array_equal(loaded.block("resnet", "vit")[0], result.block("resnet", "vit")[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_minibatch_cka_on_gpu_float32_matches_cpu_float64() -> None:
+    xs, ys = batches([32, 32, 20], seed=47)
+    on_cpu, on_gpu = MinibatchCKA(), MinibatchCKA()
+    for x, y in zip(xs, ys):
+        on_cpu.update({"a/x": x, "b/y": y})
+        on_gpu.update({"a/x": x.float().cuda(), "b/y": y.float().cpu()})  # mixed devices on purpose
+    np.testing.assert_allclose(on_gpu.result().matrix, on_cpu.result().matrix, atol=1e-5)

@@ -200,13 +200,53 @@ def cka(
 
 
 @app.command()
-def demo(out: OutOption = Path("runs/demo"), n: int = 2000) -> None:
-    """The main job on the embedded default: the paper's analyses on the shipped zoo."""
-    from seelike.models.zoo import manifests
+def demo(out: OutOption = Path("runs/demo")) -> None:
+    """The main job on the embedded default: `seelike study` on the shipped zoo."""
+    study(out=out, preset="zoo", models=None, data=None, n=None, batch_size=None, seed=0, device="cpu", plan=False)
 
-    shipped = manifests()
-    specs = [f"zoo:{name}" for name in ("vit-cls", "resnet") if name in shipped] or ["seelike:vit", "seelike:resnet"]
-    if not shipped:
-        console.print("[yellow]no zoo model is shipped in this install: running on random-init seelike models[/yellow]")
-    cka(specs, out=out / "cka", data="fashion-mnist", split="test", n=n, batch_size=250, layers="blocks", repeats=1, seed=0, device="cpu")
-    console.print(f"[bold]outputs:[/bold] {out.resolve()}")
+
+@app.command()
+def study(
+    out: OutOption = Path("runs/study"),
+    preset: Annotated[str, typer.Option(help="zoo (shipped models, Fashion-MNIST, offline) | paper (timm models, pretrained, ImageNet folder)")] = "zoo",
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing a preset model (roles: vit, vit_gap, resnet, mixer)")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="data spec (default: the preset's)")] = None,
+    n: Annotated[Optional[int], typer.Option(help="images per analysis (default: the preset's)")] = None,
+    batch_size: Optional[int] = None,
+    seed: int = 0,
+    device: str = "cpu",
+    plan: Annotated[bool, typer.Option("--plan", help="list the steps and models without running anything")] = False,
+) -> None:
+    """The whole paper in one run: every analysis, cached and resumable, and one HTML report."""
+    from dataclasses import replace
+
+    from seelike.presets import PRESET_MODELS, PRESET_SETTINGS, build_steps
+    from seelike.study import run_study
+
+    if preset not in PRESET_MODELS:
+        _fail(SeelikeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_MODELS)}"))
+    roles = dict(PRESET_MODELS[preset])
+    for item in models or []:
+        role, _, spec = item.partition("=")
+        if role not in roles or not spec:
+            _fail(SeelikeError(f"--models takes ROLE=SPEC with ROLE one of {', '.join(roles)}; got {item!r}"))
+        roles[role] = spec
+    settings = PRESET_SETTINGS[preset]
+    settings = replace(settings, **{k: v for k, v in dict(data=data, n=n, batch_size=batch_size).items() if v is not None}, seed=seed, device=device)
+    steps = build_steps(roles)
+    if plan:
+        console.print(f"study preset {preset!r} on {settings.data} (n={settings.n}, batch {settings.batch_size}):")
+        for step in steps:
+            console.print(f"  {step.question}  {step.name:<28} {', '.join(step.models)}")
+        return
+
+    def report_step(index: int, total: int, outcome) -> None:
+        colour = {"ok": "green", "cached": "cyan", "error": "red", "skipped": "yellow"}[outcome.status]
+        console.print(f"[{index + 1}/{total}] [{colour}]{outcome.status:<7}[/{colour}] {outcome.step.name} ({outcome.seconds:.1f} s)"
+                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else ""))
+
+    outcomes = run_study(steps, settings, out, on_step=report_step)
+    failed = sum(o.status == "error" for o in outcomes)
+    console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
+    if failed:
+        console.print(f"[yellow]{failed} step(s) failed; their sections show the error[/yellow]")

@@ -1,6 +1,6 @@
 """Load any supported vision model as a :class:`Model`.
 
-Specs: ``zoo:NAME`` (seelike's shipped models), ``timm:NAME[?pretrained=1&img_size=...]``,
+Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architecture at random init), ``timm:NAME[?pretrained=1&img_size=...]``,
 ``torchvision:NAME[?pretrained=1]``, ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
 seelike ``.safetensors`` checkpoint. Random-init models are seeded (``seed=0`` by default) so
@@ -82,8 +82,12 @@ def save_checkpoint(path: str | Path, module: nn.Module, arch: str, preprocessin
     return path
 
 
-def load_checkpoint(path: str | Path, spec: str | None = None) -> Model:
-    """A :class:`Model` from a seelike safetensors checkpoint (no pickle is ever read)."""
+def load_checkpoint(path: str | Path, spec: str | None = None, random_init_seed: int | None = None) -> Model:
+    """A :class:`Model` from a seelike safetensors checkpoint (no pickle is ever read).
+
+    With ``random_init_seed`` the weights are not loaded: the same architecture, freshly
+    initialised with that seed (the random-init baseline of every finding).
+    """
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelLoadError(f"no checkpoint at {path}")
@@ -94,9 +98,12 @@ def load_checkpoint(path: str | Path, spec: str | None = None) -> Model:
             header = json.loads((f.metadata() or {})["seelike"])
     except (KeyError, OSError, ValueError, Exception) as error:
         raise ModelLoadError(f"{path} is not a seelike safetensors checkpoint ({error})") from error
+    if random_init_seed is not None:
+        torch.manual_seed(random_init_seed)
     module = build_module(header["arch"], header["config"])
-    state = load_file(str(path))
-    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if random_init_seed is None:
+        state = load_file(str(path))
+        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     pre = header["preprocessing"]
     preprocessing = Preprocessing(tuple(pre["input_size"]), tuple(pre["mean"]), tuple(pre["std"]))
     return _finish(describe(module, spec or str(path), preprocessing, module.config.num_classes))
@@ -107,12 +114,15 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
     scheme, _, rest = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("path", "", spec)
     name, _, query = rest.partition("?")
     options = dict(parse_qsl(query))
+    random_init = _random_init(options)
+    if random_init and options.get("pretrained", "0") not in ("0", "false"):
+        raise ModelLoadError(f"{spec}: init=random and pretrained=1 contradict each other; keep one")
     # random init is seeded from the spec; fork_rng keeps that from resetting the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         if scheme == "zoo":
             from seelike.models.zoo import zoo_checkpoint
 
-            model = load_checkpoint(zoo_checkpoint(name), spec)
+            model = load_checkpoint(zoo_checkpoint(name), spec, _seed(options) if random_init else None)
         elif scheme == "path":
             model = load_checkpoint(spec)
         elif scheme == "seelike":
@@ -145,6 +155,14 @@ def _parse_value(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _random_init(options: dict[str, str]) -> bool:
+    """``init=random``: the architecture without trained weights (the baseline of every finding)."""
+    init = options.pop("init", "trained")
+    if init not in ("trained", "random"):
+        raise ModelLoadError(f"init must be 'trained' or 'random', got init={init!r}")
+    return init == "random"
 
 
 def _seed(options: dict[str, str]) -> int:

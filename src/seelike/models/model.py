@@ -27,6 +27,14 @@ LayerKind = Literal["tokens", "feature_map", "attention", "heads", "other"]
 BLOCK_OUTPUT = "output"
 
 
+def short_name(spec: str) -> str:
+    """The name a spec gets in results and plots: ``zoo:vit-cls`` → ``vit-cls``,
+    ``timm:vit_base_patch16_224?pretrained=1`` → ``vit_base_patch16_224``, ``...?init=random`` → ``...-random``."""
+    body, _, query = spec.split(":", 1)[-1].partition("?")
+    name = body.rsplit("/", 1)[-1].removesuffix(".safetensors")
+    return f"{name}-random" if "init=random" in query.split("&") else name
+
+
 @dataclass(frozen=True)
 class Layer:
     """One place in the forward pass where an analysis can read a tensor.
@@ -114,9 +122,7 @@ class Model:
     @property
     def name(self) -> str:
         """A short name for plots and result keys (``zoo:vit-cls`` → ``vit-cls``)."""
-        if self.label:
-            return self.label
-        return self.spec.split(":", 1)[-1].split("?", 1)[0].rsplit("/", 1)[-1].removesuffix(".safetensors")
+        return self.label or short_name(self.spec)
 
     @property
     def num_blocks(self) -> int:

@@ -1,0 +1,233 @@
+"""Mean attention distance per head and block (paper Fig 3, 4; PAPER.md §2).
+
+For a head with attention probabilities a [T, T] over prefix tokens (CLS, distillation,
+registers) followed by a patch grid, the distance of query patch i is Σⱼ aᵢⱼ dᵢⱼ over the key
+patches j, with dᵢⱼ = patch_size · ‖gridᵢ − gridⱼ‖ in pixels; a head's distance is the mean over
+images and query patches. Prefix tokens are dropped as queries and as keys *without*
+renormalising the rest (default, as in the co-author's public snippet), so attention on CLS adds
+nothing. The renormalised variant (patch weights rescaled to sum to 1) and each head's attention
+mass on prefix tokens are reported beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seelike.capture import capture_batches
+from seelike.data import ImageDataset, iterate_batches
+from seelike.errors import InvalidInputError
+from seelike.models.model import Layer, Model
+from seelike.results import Result
+
+__all__ = [
+    "AttentionDistance",
+    "AttentionDistanceResult",
+    "attention_distances",
+    "mean_attention_distance",
+    "patch_distances",
+    "prefix_attention_mass",
+    "uniform_attention_distance",
+]
+
+
+def patch_distances(grid: tuple[int, int], patch_size: int, dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
+    """dᵢⱼ = patch_size · ‖gridᵢ − gridⱼ‖ [P, P] in pixels, patches in row-major order (§2)."""
+    rows, columns = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    positions = torch.stack([rows.flatten(), columns.flatten()], dim=1).to(torch.float64)
+    return (patch_size * torch.cdist(positions, positions)).to(dtype=dtype, device=device)
+
+
+def uniform_attention_distance(grid: tuple[int, int], patch_size: int) -> float:
+    """The distance of a head attending uniformly over the grid: the mean pairwise patch distance
+    (14.4 px for 7×7 with patch 4, 116.5 px for 14×14 with patch 16; §2). A reference line for plots."""
+    return float(patch_distances(grid, patch_size).mean())
+
+
+def _check_attention(attn: Tensor, grid: tuple[int, int], num_prefix_tokens: int) -> Tensor:
+    if not isinstance(attn, Tensor) or attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
+        shape = tuple(attn.shape) if isinstance(attn, Tensor) else type(attn).__name__
+        raise InvalidInputError(f"attention must be probabilities of shape [B, H, T, T], got {shape}")
+    expected = num_prefix_tokens + grid[0] * grid[1]
+    if attn.shape[-1] != expected:
+        raise InvalidInputError(
+            f"attention has {attn.shape[-1]} tokens but {num_prefix_tokens} prefix tokens + a {grid[0]}×{grid[1]} grid "
+            f"make {expected}; pass the model's token layout (grid, num_prefix_tokens)"
+        )
+    return attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+
+
+def _per_query(attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix_tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image, head and query patch [B, H, P]: Σⱼ aᵢⱼ dᵢⱼ, the same renormalised, prefix mass."""
+    attn = _check_attention(attn, grid, num_prefix_tokens)
+    p = num_prefix_tokens
+    queries = attn[:, :, p:, :]  # patch queries only
+    patches = queries[..., p:]  # ... and patch keys only, not renormalised
+    distance = (patches * patch_distances(grid, patch_size, attn.dtype, attn.device)).sum(dim=-1)
+    patch_mass = patches.sum(dim=-1)
+    renormalised = distance / patch_mass.clamp_min(torch.finfo(attn.dtype).tiny)
+    prefix_mass = queries[..., :p].sum(dim=-1)
+    return distance, renormalised, prefix_mass
+
+
+def mean_attention_distance(
+    attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix_tokens: int = 1, renormalise: bool = False
+) -> Tensor:
+    """Mean attention distance per head [H] in pixels of attention probabilities ``attn`` [B, H, T, T] (§2).
+
+    Prefix tokens are dropped as queries and keys; ``renormalise`` rescales each query's patch
+    weights to sum to 1 (default False: attention on prefix tokens counts as distance 0).
+    """
+    distance, renormalised, _ = _per_query(attn, grid, patch_size, num_prefix_tokens)
+    return (renormalised if renormalise else distance).mean(dim=(0, 2))
+
+
+def prefix_attention_mass(attn: Tensor, grid: tuple[int, int], num_prefix_tokens: int = 1) -> Tensor:
+    """Each head's attention mass on prefix tokens [H], mean over images and query patches (§2)."""
+    return _per_query(attn, grid, 1, num_prefix_tokens)[2].mean(dim=(0, 2))
+
+
+@dataclass(frozen=True)
+class AttentionDistanceResult(Result):
+    """Arrays ``distance``, ``renormalised``, ``prefix_mass`` [blocks, heads] and ``blocks`` [blocks];
+    metadata: model, data, n, seed, patch size, grid, prefix tokens, image width, uniform reference."""
+
+    kind: ClassVar[str] = "attention_distance"
+
+    @property
+    def distance(self) -> np.ndarray:
+        return self.arrays["distance"]
+
+    @property
+    def blocks(self) -> list[int]:
+        return [int(b) for b in self.arrays["blocks"]]
+
+    @property
+    def image_width(self) -> float:
+        """Width of the patch grid in pixels (the reference for 'local' heads: below half of it)."""
+        return float(self.metadata["image_width"])
+
+    def share_below(self, pixels: float) -> np.ndarray:
+        """Share of heads per block whose distance is below ``pixels`` [blocks]."""
+        return (self.distance < pixels).mean(axis=1)
+
+
+class AttentionDistance:
+    """Streams attention probabilities of every attention block into per-head sums (§2).
+
+    ``update`` takes the activations of one batch (keys ``layer`` or ``model/layer``, as
+    :class:`~seelike.capture.Capture` and :func:`~seelike.capture.capture_batches` yield them);
+    the state is plain sums (distance, renormalised distance, prefix mass per block and head,
+    and the number of query rows), so ``merge`` adds them.
+    """
+
+    def __init__(self, model: Model, blocks: Sequence[int] | None = None) -> None:
+        layers = model.attention_layers()
+        if not layers or model.token_layout is None:
+            raise InvalidInputError(
+                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm or torchvision)"
+            )
+        if blocks is not None:
+            known = {layer.block for layer in layers}
+            missing = sorted(set(blocks) - known)
+            if missing:
+                raise InvalidInputError(f"{model.spec} has attention in blocks {sorted(known)}; blocks {missing} have none")
+            layers = [layer for layer in layers if layer.block in set(blocks)]
+        self.model = model
+        self.layers: list[Layer] = layers
+        self.layout = model.token_layout
+        self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU
+        self._rows = 0  # query rows (images × patches) summed per block
+        self.num_images = 0
+
+    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
+        for key in (f"{self.model.name}/{layer.name}", layer.name):
+            if key in activations:
+                return activations[key]
+        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture model.attention_layers()")
+
+    def update(self, activations: Mapping[str, Tensor]) -> None:
+        """Add one batch: attention probabilities [B, H, T, T] of every tracked block."""
+        layout = self.layout
+        sums, heads, batch = [], set(), None
+        for layer in self.layers:
+            attn = self._tensor(activations, layer)
+            terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
+            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]))
+            heads.add(attn.shape[1])
+            batch = attn.shape[0]
+        if len(heads) != 1:
+            raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
+        state = torch.stack(sums).to("cpu", torch.float64)
+        if self._sums is not None and self._sums.shape != state.shape:
+            raise InvalidInputError(f"batch has {state.shape[-1]} heads, earlier batches {self._sums.shape[-1]}")
+        self._sums = state if self._sums is None else self._sums + state
+        self._rows += batch * layout.num_patches
+        self.num_images += batch
+
+    def merge(self, other: AttentionDistance) -> None:
+        """Add another accumulator's sums (same model and blocks: another shard or rank)."""
+        if not isinstance(other, AttentionDistance) or [l.name for l in other.layers] != [l.name for l in self.layers]:
+            raise InvalidInputError("merge() takes an AttentionDistance over the same model and blocks")
+        if other._sums is None:
+            return
+        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
+        self._rows += other._rows
+        self.num_images += other.num_images
+
+    def result(self, metadata: Mapping[str, Any] | None = None) -> AttentionDistanceResult:
+        if self._sums is None:
+            raise InvalidInputError("AttentionDistance.result() needs at least one update(); no batch has been seen")
+        means = (self._sums / self._rows).numpy()
+        layout = self.layout
+        arrays = {
+            "distance": means[:, 0],
+            "renormalised": means[:, 1],
+            "prefix_mass": means[:, 2],
+            "blocks": np.array([layer.block for layer in self.layers]),
+        }
+        computed = {
+            "model": self.model.name,
+            "model_spec": self.model.spec,
+            "layers": [layer.name for layer in self.layers],
+            "n": self.num_images,
+            "patch_size": layout.patch_size,
+            "grid": list(layout.grid),
+            "num_prefix_tokens": layout.num_prefix_tokens,
+            "image_width": layout.grid[1] * layout.patch_size,
+            "uniform_distance": uniform_attention_distance(layout.grid, layout.patch_size),
+            "prefix_tokens": "dropped as queries and keys; distance not renormalised (renormalised array beside it)",
+            "unit": "pixels",
+        }
+        return AttentionDistanceResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+
+
+def attention_distances(
+    model: Model,
+    dataset: ImageDataset,
+    n: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> AttentionDistanceResult:
+    """Mean attention distance of every head of every block on ``n`` images of ``dataset`` (§2; default: all)."""
+    accumulator = AttentionDistance(model)
+    n = len(dataset) if n is None else n
+    started = time.perf_counter()
+    batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed)
+    for activations, _, _ in capture_batches([model], [accumulator.layers], batches, progress=progress, total=n):
+        accumulator.update(activations)
+    return accumulator.result({
+        "model_fingerprint": model.fingerprint(),
+        "data": dataset.spec,
+        "split": dataset.split,
+        "batch_size": batch_size,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 2),
+    })
