@@ -256,7 +256,7 @@ def test_role(loaded) -> None:
     assert vit.role(5, "output") == vit.layer("blocks.5")
     assert resnet.role(2, "branch").name == "stages.1.0.branch"
     assert resnet.role(2, "shortcut").module == "stages.1.0.shortcut"  # a projection
-    assert resnet.role(1, "shortcut").hook == "input"  # an identity: the unit's input
+    assert isinstance(dict(resnet.module.named_modules())[resnet.role(1, "shortcut").module], nn.Identity)
     assert mixer.role(0, "attn").name == "blocks.0.token_mixing"
     with pytest.raises(InvalidInputError, match=r"6 blocks \(0\.\.5\); block 6 does not exist"):
         vit.role(6, "attn")
