@@ -1,0 +1,251 @@
+"""How much of each block's output is carried by its skip connection (paper Fig 7, 8; PAPER.md §5).
+
+Pre-norm block (ViT, Mixer): a = Attn(LN(z)), z₂ = z + a, m = MLP(LN(z₂)). Per token t the ratios
+‖z_t‖/‖a_t‖ and ‖z₂_t‖/‖m_t‖ (L2 over channels), averaged over images as per-image ratios; a large
+ratio means the token passes the block mostly along the skip path. Reported for the CLS token
+(token 0, when the model has prefix tokens) and as the mean over the patch tokens ("spatial"; all
+tokens for GAP models and Mixers). ResNet unit: ‖shortcut‖/‖branch‖, L2 over C·H·W per image.
+
+Everything is read through the adapter's roles (``input``, ``attn``, ``attn_residual``, ``mlp``;
+``shortcut``, ``branch``), so own models, timm ViTs / Mixers and ResNets work alike. A skip that
+was removed (paper Fig 8) leaves the residual role equal to the branch: such ratios are NaN and the
+result's metadata names the blocks. :func:`neighbour_cka` reads the Fig 8 split from a CKA result.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seelike.capture import capture_batches
+from seelike.data import ImageDataset, iterate_batches
+from seelike.errors import InvalidInputError
+from seelike.models.model import BLOCK_OUTPUT, Layer, Model
+from seelike.results import Result
+from seelike.similarity import CKAResult
+
+__all__ = ["SkipNormResult", "SkipNorms", "neighbour_cka", "skip_norm_ratios"]
+
+PRENORM_ROLES = ("input", "attn", "attn_residual", "mlp", BLOCK_OUTPUT)
+RESIDUAL_ROLES = ("shortcut", "branch")
+BRANCHES = ("attention", "mlp")  # the two skips of a pre-norm block, in the state's order
+
+
+@dataclass(frozen=True)
+class SkipNormResult(Result):
+    """Skip / branch norm ratios per block (Fig 7).
+
+    Pre-norm models: arrays ``blocks`` [K], ``attention_per_token`` and ``mlp_per_token`` [K, T],
+    ``attention_spatial`` and ``mlp_spatial`` [K], and with a CLS token ``attention_cls`` and
+    ``mlp_cls`` [K]. Residual models: ``blocks`` and ``shortcut_over_branch`` [K]. A ratio of a
+    removed skip is NaN (metadata ``no_skip``); a branch that is exactly zero gives inf
+    (metadata ``zero_branch``, e.g. zero-initialised last BN of a ResNet at random init).
+    """
+
+    kind: ClassVar[str] = "skip_norms"
+
+    @property
+    def blocks(self) -> list[int]:
+        return [int(b) for b in self.arrays["blocks"]]
+
+    @property
+    def structure(self) -> str:
+        """``"prenorm"`` (ViT, Mixer) or ``"residual"`` (ResNet)."""
+        return str(self.metadata["structure"])
+
+    def lines(self) -> dict[str, np.ndarray]:
+        """The curves of Fig 7 by label: attention / MLP × CLS / spatial, or shortcut / branch."""
+        if self.structure == "residual":
+            return {"shortcut / branch": self.arrays["shortcut_over_branch"]}
+        labels = {"attention_cls": "attention, CLS", "attention_spatial": "attention, spatial",
+                  "mlp_cls": "MLP, CLS", "mlp_spatial": "MLP, spatial"}
+        return {label: self.arrays[key] for key, label in labels.items() if key in self.arrays}
+
+
+class SkipNorms:
+    """Accumulates per-image skip/branch norm ratios of every block (Fig 7).
+
+    ``update`` takes one batch of activations (keys ``layer`` or ``model/layer``) holding
+    :attr:`layers`; the state is sums of per-image ratios plus counts, so ``merge`` adds them.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        blocks = sorted({layer.block for layer in model.layers if layer.block is not None})
+        roles = {block: {layer.role for layer in model.layers if layer.block == block} for block in blocks}
+        if blocks and all(set(PRENORM_ROLES) <= roles[b] for b in blocks):
+            self.structure, wanted, self.blocks = "prenorm", PRENORM_ROLES, blocks
+        else:
+            self.structure, wanted = "residual", RESIDUAL_ROLES
+            self.blocks = [b for b in blocks if set(RESIDUAL_ROLES) <= roles[b]]
+        if not self.blocks:
+            raise InvalidInputError(
+                f"{model.spec} has no skip connections seelike can read: skip ratios need pre-norm blocks "
+                "(roles input, attn, attn_residual, mlp: ViT, DeiT, MLP-Mixer) or residual units (roles shortcut, "
+                "branch: ResNet, BiT). A plain CNN has no skips; see `seelike layers MODEL --all` for its roles."
+            )
+        self.roles: dict[int, dict[str, Layer]] = {b: {role: model.role(b, role) for role in wanted} for b in self.blocks}
+        self.layers: list[Layer] = [layer for b in self.blocks for layer in self.roles[b].values()]
+        # skips removed by construction (own ViT: Block.attention_skip / mlp_skip); others are found numerically
+        self._declared = np.zeros((len(self.blocks), 2), dtype=bool)
+        if self.structure == "prenorm":
+            modules = dict(model.module.named_modules())
+            for i, b in enumerate(self.blocks):
+                block_module = modules.get(self.roles[b][BLOCK_OUTPUT].module)
+                self._declared[i] = [getattr(block_module, "attention_skip", True) is False, getattr(block_module, "mlp_skip", True) is False]
+            if self._declared.all():
+                raise InvalidInputError(
+                    f"every skip connection of {model.spec} is removed, so there is no skip/branch ratio to measure; "
+                    "use a model that keeps at least one skip (e.g. seelike:vit, or no_attention_skip=[i] for one block)."
+                )
+        self._sums: Tensor | None = None  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
+        self._equal_batches = np.zeros((len(self.blocks), 2), dtype=np.int64)  # batches where residual == branch
+        self._zero_branch = np.zeros((len(self.blocks), 2), dtype=np.int64)  # images whose branch norm is 0
+        self.num_images = 0
+        self.num_batches = 0
+
+    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
+        for key in (f"{self.model.name}/{layer.name}", layer.name):
+            if key in activations:
+                return activations[key]
+        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture SkipNorms(model).layers")
+
+    def update(self, activations: Mapping[str, Tensor]) -> None:
+        """Add one batch: the role tensors of every block ([B, T, D] tokens or [B, C, H, W] maps)."""
+        rows, equal, zero = [], [], []
+        for b in self.blocks:
+            get = {role: self._tensor(activations, layer) for role, layer in self.roles[b].items()}
+            batch = next(iter(get.values())).shape[0]
+            if self.structure == "prenorm":
+                z, a = get["input"], _as_tokens(get["attn"], get["input"], self.roles[b]["attn"])
+                pairs = ((z, a, get["attn_residual"]), (get["attn_residual"], get["mlp"], get[BLOCK_OUTPUT]))
+                norms = [(_norm(skip, channels=-1), _norm(branch, channels=-1)) for skip, branch, _ in pairs]
+                equal.append([torch.equal(residual, branch) for _, branch, residual in pairs])
+            else:
+                norms = [(_norm(get["shortcut"].flatten(1), channels=-1)[:, None], _norm(get["branch"].flatten(1), channels=-1)[:, None])]
+                equal.append([False, False])
+            rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
+            zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
+        state = torch.stack(rows).cpu()
+        if self._sums is not None and self._sums.shape != state.shape:
+            raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}")
+        self._sums = state if self._sums is None else self._sums + state
+        self._equal_batches += np.array(equal, dtype=np.int64)
+        self._zero_branch += np.array(zero, dtype=np.int64)
+        self.num_images += batch
+        self.num_batches += 1
+
+    def merge(self, other: SkipNorms) -> None:
+        """Add another accumulator's sums (same model: another shard or rank)."""
+        if not isinstance(other, SkipNorms) or [l.name for l in other.layers] != [l.name for l in self.layers]:
+            raise InvalidInputError("merge() takes a SkipNorms over the same model")
+        if other._sums is None:
+            return
+        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
+        self._equal_batches += other._equal_batches
+        self._zero_branch += other._zero_branch
+        self.num_images += other.num_images
+        self.num_batches += other.num_batches
+
+    def result(self, metadata: Mapping[str, Any] | None = None) -> SkipNormResult:
+        """Mean per-image ratios; NaN where a skip is removed (warned and recorded)."""
+        if self._sums is None:
+            raise InvalidInputError("SkipNorms.result() needs at least one update(); no batch has been seen")
+        means = (self._sums / self.num_images).numpy()
+        removed = self._declared | (self._equal_batches == self.num_batches)
+        blocks = np.array(self.blocks)
+        computed: dict[str, Any] = {"model": self.model.name, "model_spec": self.model.spec, "family": self.model.family,
+                                    "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.layers]}
+        if self.structure == "prenorm":
+            if removed.all():
+                raise InvalidInputError(
+                    f"every skip connection of {self.model.spec} is absent (each residual equals its branch); skip ratios "
+                    "need a model with skip connections, e.g. seelike:vit or timm:vit_base_patch16_224"
+                )
+            means[removed] = np.nan
+            prefix = self.model.token_layout.num_prefix_tokens if self.model.token_layout else 0
+            arrays = {"blocks": blocks}
+            for index, branch in enumerate(BRANCHES):
+                per_token = means[:, index]
+                arrays[f"{branch}_per_token"] = per_token
+                arrays[f"{branch}_spatial"] = per_token[:, prefix:].mean(axis=1)
+                if prefix:
+                    arrays[f"{branch}_cls"] = per_token[:, 0]
+            no_skip = {branch: blocks[removed[:, i]].tolist() for i, branch in enumerate(BRANCHES)}
+            if any(no_skip.values()):
+                warnings.warn(f"{self.model.spec}: no skip connection in blocks {no_skip}; their ratios are NaN", RuntimeWarning, stacklevel=2)
+            computed.update(num_prefix_tokens=prefix, has_cls=bool(prefix), no_skip=no_skip,
+                            ratios="‖z_t‖/‖a_t‖ (attention), ‖z₂_t‖/‖m_t‖ (MLP); L2 over channels, mean of per-image ratios")
+        else:
+            arrays = {"blocks": blocks, "shortcut_over_branch": means[:, 0, 0]}
+            computed.update(no_skip={}, ratios="‖shortcut‖/‖branch‖, L2 over C·H·W, mean of per-image ratios")
+        zero_branch = {branch: blocks[self._zero_branch[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
+        if any(zero_branch.values()):
+            warnings.warn(f"{self.model.spec}: branches exactly zero for some images in blocks {zero_branch}: ratio inf "
+                          "(a zero-initialised branch, e.g. a random-init ResNet's last BN)", RuntimeWarning, stacklevel=2)
+        computed["zero_branch"] = zero_branch
+        return SkipNormResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+
+
+def _norm(x: Tensor, channels: int) -> Tensor:
+    return torch.linalg.vector_norm(x.to(torch.float64), dim=channels)
+
+
+def _as_tokens(branch: Tensor, tokens: Tensor, layer: Layer) -> Tensor:
+    """A Mixer's token-mixing branch comes out as [B, D, T]: turn it into [B, T, D] like ``tokens``."""
+    if layer.kind != "tokens" and branch.ndim == 3 and branch.shape[1:] == tokens.shape[1:][::-1]:
+        return branch.transpose(1, 2)
+    if branch.shape != tokens.shape:
+        raise InvalidInputError(f"{layer.name}: branch of shape {tuple(branch.shape)} does not match its block input {tuple(tokens.shape)}")
+    return branch
+
+
+def skip_norm_ratios(
+    model: Model,
+    dataset: ImageDataset,
+    n: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> SkipNormResult:
+    """Skip/branch norm ratios of every block of ``model`` on ``n`` images of ``dataset`` (Fig 7; default: all)."""
+    accumulator = SkipNorms(model)
+    n = len(dataset) if n is None else n
+    started = time.perf_counter()
+    batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed)
+    for activations, _, _ in capture_batches([model], [accumulator.layers], batches, progress=progress, total=n):
+        accumulator.update(activations)
+    return accumulator.result({
+        "model_fingerprint": model.fingerprint(),
+        "data": dataset.spec,
+        "split": dataset.split,
+        "batch_size": batch_size,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 2),
+    })
+
+
+def neighbour_cka(result: CKAResult, model: str, block: int) -> float:
+    """CKA between the outputs of blocks ``block − 1`` and ``block + 1`` of ``model`` (Fig 8).
+
+    Read from a within-model CKA result over block outputs (``seelike cka``'s default); sub-layers
+    in the result are ignored (a name with another name of the result as its dotted prefix). A low
+    value beside the same number for the model with skips intact shows the heatmap splitting at ``block``.
+    """
+    names = result.layer_names(model)
+    blocks = [name for name in names if not any(name.startswith(f"{other}.") for other in names if other != name)]
+    if not 1 <= block <= len(blocks) - 2:
+        raise InvalidInputError(
+            f"{model} has {len(blocks)} block outputs in this CKA result; neighbour CKA needs a block with one on each "
+            f"side: 1..{len(blocks) - 2}"
+        )
+    matrix = result.matrix
+    index = {name: i for i, name in enumerate(result.names)}
+    return float(matrix[index[f"{model}/{blocks[block - 1]}"], index[f"{model}/{blocks[block + 1]}"]])
