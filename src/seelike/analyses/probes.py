@@ -1,0 +1,604 @@
+"""Linear probes per block: closed-form ridge regression to ±1 targets (paper Fig 11, 13; PAPER.md §6-7).
+
+A probe maps a block's features to one-vs-rest targets (+1 for the class, −1 otherwise) by ridge
+regression. Features are standardised with the training examples' mean and standard deviation and a
+constant bias feature is appended; the weights solve
+
+    (Z̃ᵀZ̃/n + λI) W = Z̃ᵀY/n,     Z̃ = [(X − μ)/σ, 1]
+
+(λ is scaled by n, so one grid, 10⁻³..10³, serves 100 shots and 50 000 images alike; the bias is
+penalised like any appended feature). Everything comes from sufficient statistics accumulated in
+float64 — n, Σx, XᵀX, XᵀY, ΣY — so memory does not grow with the number of images:
+μ = Σx/n, σ² = diag(XᵀX)/n − μ², Z̃ᵀZ̃/n = [[D⁻¹(XᵀX/n − μμᵀ)D⁻¹, 0], [0, 1]],
+Z̃ᵀY/n = [D⁻¹(XᵀY/n − μȳᵀ), ȳ]. One eigendecomposition per probe serves every λ.
+
+Readouts (features a block offers a probe):
+
+* ``gap``: mean over the spatial positions — patch tokens *without* prefix tokens (CLS) for token
+  models, global average pool for CNNs. The layer-wise curve of Fig 13 uses it.
+* ``cls``: the CLS token (models with a prefix token only); ``first``: the first token of the
+  sequence (CLS in CLS models, the top-left patch in GAP models); ``mean``: the mean of all tokens,
+  prefix included. Fig 11 right: CLS model via cls / gap / mean; GAP model via first / gap.
+* ``tokens``: one probe per spatial position (CLS excluded; a CNN's feature-map positions), accuracy
+  averaged over positions (Fig 11 left). Its statistics are positions × width² per block.
+
+Two regimes, one test pass: full-data probes (a share of the training images held out to pick λ by
+accuracy, then refitted on all of them) and few-shot probes (``shots`` per class, ``samples`` draws,
+as many held-out images per class to pick λ; pooled readouts only), reported as mean ± std.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seelike.capture import Capture, capture_batches
+from seelike.data import BatchIterator, ImageDataset
+from seelike.errors import InvalidInputError
+from seelike.models.model import Layer, Model
+from seelike.results import Result
+
+__all__ = [
+    "LAMBDAS",
+    "READOUTS",
+    "ProbeResult",
+    "RidgeProbe",
+    "few_shot_indices",
+    "probe_layers",
+    "readout_features",
+    "resolve_readouts",
+]
+
+log = logging.getLogger(__name__)
+
+LAMBDAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 4))
+READOUTS = ("gap", "cls", "first", "mean", "tokens")
+POOLED_READOUTS = ("gap", "cls", "first", "mean")
+MEMORY_WARNING_BYTES = 8 * 2**30
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe
+
+
+@dataclass(frozen=True)
+class _Solution:
+    """Standardisation and eigendecomposition of one fit; weights for λ are V diag(1/(e+λ)) proj."""
+
+    mean: Tensor  # [G, d]
+    scale: Tensor  # [G, d]
+    eigenvalues: Tensor  # [G, d]
+    eigenvectors: Tensor  # [G, d, d]
+    projection: Tensor  # [G, d, C]  Vᵀ ZᵀY/n
+    target_mean: Tensor  # [C]  ȳ = Z̃ᵀY/n of the bias feature
+    lambdas: Tensor  # [L]
+
+
+class RidgeProbe:
+    """Ridge regression to ±1 one-vs-rest targets from streamed sufficient statistics (§7, Fig 11, 13).
+
+    ``update(features, labels)`` takes features [n, d] (one probe) or [n, G, d] (G probes sharing the
+    labels, e.g. one per token position); ``merge`` adds another accumulator's sums; ``fit(lambdas)``
+    solves for each λ from the sums (later updates keep accumulating; fit again to use them);
+    ``predict`` gives labels [n] ([L, n] for several λ; a trailing [G] for grouped features).
+    """
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise InvalidInputError(f"a probe needs at least 2 classes, got num_classes={num_classes}")
+        self.num_classes = num_classes
+        self.n = 0
+        self.grouped: bool | None = None
+        self._sum: Tensor | None = None  # Σx [G, d]
+        self._gram: Tensor | None = None  # XᵀX [G, d, d]
+        self._cross: Tensor | None = None  # XᵀY [G, d, C]
+        self._target_sum: Tensor | None = None  # ΣY [C]
+        self._solution: _Solution | None = None
+        self._single_lambda = False
+
+    def _features(self, features: Tensor) -> Tensor:
+        if not isinstance(features, Tensor) or features.ndim not in (2, 3):
+            shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
+            raise InvalidInputError(f"probe features must be [n, d] or [n, G, d], got {shape}")
+        grouped = features.ndim == 3
+        if self.grouped is not None and grouped != self.grouped:
+            raise InvalidInputError("probe features changed between [n, d] and [n, G, d]; keep one form")
+        x = features.detach().to(torch.float64)
+        return x if grouped else x[:, None, :]
+
+    def targets(self, labels: Tensor, device: torch.device) -> Tensor:
+        """±1 one-vs-rest targets [n, C]."""
+        labels = torch.as_tensor(labels, device=device).long()
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise InvalidInputError(f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}")
+        return torch.nn.functional.one_hot(labels, self.num_classes).to(torch.float64) * 2 - 1
+
+    def update(self, features: Tensor, labels: Tensor) -> None:
+        """Add a batch: features [n, d] or [n, G, d] and integer labels [n]."""
+        x = self._features(features)
+        if len(labels) != len(x):
+            raise InvalidInputError(f"{len(x)} feature rows but {len(labels)} labels")
+        y = self.targets(labels, x.device)
+        if self._sum is None:
+            groups, width = x.shape[1:]
+            self.grouped = features.ndim == 3
+            self._sum = x.new_zeros(groups, width)
+            self._gram = x.new_zeros(groups, width, width)
+            self._cross = x.new_zeros(groups, width, self.num_classes)
+            self._target_sum = x.new_zeros(self.num_classes)
+        elif x.shape[1:] != self._sum.shape:
+            raise InvalidInputError(f"features of shape {tuple(x.shape[1:])} after earlier batches of {tuple(self._sum.shape)}")
+        xg = x.transpose(0, 1)  # [G, n, d]
+        self._sum += x.sum(dim=0)
+        self._gram += xg.transpose(1, 2) @ xg
+        self._cross += torch.einsum("gnd,nc->gdc", xg, y)
+        self._target_sum += y.sum(dim=0)
+        self.n += len(x)
+
+    def merge(self, other: RidgeProbe) -> None:
+        """Add another accumulator's sums (another shard or rank of the same features)."""
+        if not isinstance(other, RidgeProbe) or other.num_classes != self.num_classes:
+            raise InvalidInputError("merge() takes a RidgeProbe with the same number of classes")
+        if other._sum is None:
+            return
+        if self._sum is None:
+            self.grouped = other.grouped
+            self._sum, self._gram, self._cross, self._target_sum = (
+                t.clone() for t in (other._sum, other._gram, other._cross, other._target_sum)
+            )
+        else:
+            if other._sum.shape != self._sum.shape or other.grouped != self.grouped:
+                raise InvalidInputError(f"merge() of features {tuple(other._sum.shape)} into {tuple(self._sum.shape)}")
+            self._sum += other._sum.to(self._sum.device)
+            self._gram += other._gram.to(self._sum.device)
+            self._cross += other._cross.to(self._sum.device)
+            self._target_sum += other._target_sum.to(self._sum.device)
+        self.n += other.n
+
+    def standardised_normal_equations(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """μ [G, d], σ [G, d], ZᵀZ/n [G, d, d] and ZᵀY/n [G, d, C] of the standardised features, from the sums."""
+        if self._sum is None or self.n < 2:
+            raise InvalidInputError(f"a probe needs at least 2 training examples, got {self.n}")
+        n = self.n
+        mean = self._sum / n
+        covariance = self._gram / n - mean[:, :, None] * mean[:, None, :]
+        variance = torch.diagonal(covariance, dim1=1, dim2=2).clamp_min(0)
+        second_moment = torch.diagonal(self._gram, dim1=1, dim2=2) / n
+        constant = variance <= 1e-12 * second_moment.clamp_min(torch.finfo(torch.float64).tiny)
+        scale = torch.where(constant, torch.ones_like(variance), variance.sqrt())  # a constant feature standardises to 0
+        covariance = covariance.masked_fill(constant[:, :, None] | constant[:, None, :], 0.0)
+        zz = covariance / (scale[:, :, None] * scale[:, None, :])
+        zy = (self._cross / n - mean[:, :, None] * (self._target_sum / n)[None, None, :]) / scale[:, :, None]
+        zy = zy.masked_fill(constant[:, :, None], 0.0)
+        return mean, scale, zz, zy
+
+    def fit(self, lambdas: float | Sequence[float] = LAMBDAS) -> RidgeProbe:
+        """Solve the ridge for each λ (objective (1/n)‖Y − Z̃W‖² + λ‖W‖²) from the current sums; returns self."""
+        self._single_lambda = isinstance(lambdas, (int, float))
+        values = [float(lambdas)] if self._single_lambda else [float(v) for v in lambdas]
+        if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
+            raise InvalidInputError(f"lambdas must be positive finite numbers, got {lambdas!r}")
+        mean, scale, zz, zy = self.standardised_normal_equations()
+        eigenvalues, eigenvectors = torch.linalg.eigh(zz)
+        self._solution = _Solution(
+            mean, scale, eigenvalues.clamp_min(0), eigenvectors, eigenvectors.transpose(1, 2) @ zy,
+            self._target_sum / self.n, torch.tensor(values, dtype=torch.float64, device=mean.device),
+        )
+        return self
+
+    @property
+    def lambdas(self) -> list[float]:
+        return self._require_fit().lambdas.tolist()
+
+    def _require_fit(self) -> _Solution:
+        if self._solution is None:
+            raise InvalidInputError("call fit() before predict(): the probe has no weights yet")
+        return self._solution
+
+    def weights(self) -> tuple[Tensor, Tensor]:
+        """Weights [L, G, d, C] on standardised features and bias [L, C] (materialised on demand)."""
+        s = self._require_fit()
+        inverse = 1.0 / (s.eigenvalues[None] + s.lambdas[:, None, None])  # [L, G, d]
+        weights = torch.einsum("gde,lge,gec->lgdc", s.eigenvectors, inverse, s.projection)
+        return weights, s.target_mean[None] / (1 + s.lambdas[:, None])
+
+    def _outputs(self, features: Tensor) -> Iterator[Tensor]:
+        """Regression outputs [n, G, C] for each λ in turn (one λ at a time bounds the memory)."""
+        s = self._require_fit()
+        x = self._features(features).to(s.mean.device)
+        rotated = torch.einsum("ngd,gde->gne", (x - s.mean) / s.scale, s.eigenvectors)  # (Z V) per group [G, n, d]
+        for lam in s.lambdas:
+            weighted = rotated / (s.eigenvalues + lam)[:, None, :]
+            yield torch.bmm(weighted, s.projection).transpose(0, 1) + s.target_mean / (1 + lam)
+
+    def scores(self, features: Tensor) -> Tensor:
+        """Regression outputs [L, n, G, C] for features [n, d] or [n, G, d]."""
+        return torch.stack(list(self._outputs(features)))
+
+    def _shape(self, values: Tensor) -> Tensor:
+        """Drop the λ axis (fit with one λ) and the group axis (ungrouped features); λ is dim 0, G the last."""
+        values = values if self.grouped else values[..., 0]
+        return values[0] if self._single_lambda else values
+
+    def predict(self, features: Tensor) -> Tensor:
+        """Predicted labels: [n] (one λ, [n, d] features), [L, n] for several λ, [..., G] when grouped."""
+        return self._shape(torch.stack([outputs.argmax(dim=-1) for outputs in self._outputs(features)]))
+
+    def correct(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Number of correct predictions [L, G] (float64)."""
+        counts = []
+        for outputs in self._outputs(features):
+            labels = torch.as_tensor(labels, device=outputs.device).long()
+            counts.append((outputs.argmax(dim=-1) == labels[:, None]).sum(dim=0))
+        return torch.stack(counts).to(torch.float64)
+
+    def accuracy(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Accuracy: a scalar for one λ and ungrouped features; [L] for several λ; [..., G] when grouped."""
+        return self._shape(self.correct(features, labels) / len(labels))
+
+
+def _best_lambda(validation_accuracy: Tensor, lambdas: Sequence[float]) -> int:
+    """Index of the λ with the best validation accuracy [L] (ties: the largest λ, the most regularised)."""
+    best = validation_accuracy.max().item()
+    tied = [i for i, v in enumerate(validation_accuracy.tolist()) if v >= best - 1e-12]
+    return max(tied, key=lambda i: lambdas[i])
+
+
+# ---------------------------------------------------------------------------------------------
+# Readouts
+
+
+def _is_cnn(model: Model) -> bool:
+    return model.block_layers()[0].kind == "feature_map"
+
+
+def native_readouts(model: Model) -> list[str]:
+    """The readouts that make sense for ``model``: CNN gap, tokens; CLS ViT cls, gap, mean, tokens; GAP ViT first, gap, tokens."""
+    if _is_cnn(model):
+        return ["gap", "tokens"]
+    prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
+    return ["cls", "gap", "mean", "tokens"] if prefix else ["first", "gap", "tokens"]
+
+
+def resolve_readouts(model: Model, readouts: str | Sequence[str]) -> list[str]:
+    """Validate ``readouts`` for ``model`` ("all": its native readouts); errors say which readouts work."""
+    if isinstance(readouts, str):
+        readouts = [r.strip() for r in readouts.split(",") if r.strip()]
+    if list(readouts) == ["all"]:
+        return native_readouts(model)
+    unknown = [r for r in readouts if r not in READOUTS]
+    if unknown or not readouts:
+        raise InvalidInputError(f"unknown readout(s) {unknown}; choose from {', '.join(READOUTS)} or 'all'")
+    if _is_cnn(model):
+        works = ["gap", "tokens"]
+        bad = [r for r in readouts if r not in works]
+        if bad:
+            raise InvalidInputError(f"{model.spec} is a CNN (feature maps, no tokens): readout(s) {', '.join(bad)} do not apply; "
+                                    f"readouts that work: {', '.join(works)} (gap = global average pool)")
+    elif "cls" in readouts and not (model.token_layout and model.token_layout.num_prefix_tokens):
+        raise InvalidInputError(f"{model.spec} has no CLS token (a GAP classifier); readouts that work: "
+                                f"{', '.join(native_readouts(model))} (first = its first patch token)")
+    return list(dict.fromkeys(readouts))
+
+
+def readout_features(tensor: Tensor, readout: str, num_prefix_tokens: int = 0) -> Tensor:
+    """Features of one readout: [B, d], or [B, P, d] for ``tokens`` (§6-7).
+
+    ``tensor`` is a block output, tokens [B, T, D] (prefix tokens first) or a feature map [B, C, H, W].
+    """
+    if tensor.ndim == 4:  # feature map
+        if readout == "gap":
+            return tensor.mean(dim=(2, 3))
+        if readout == "tokens":
+            return tensor.flatten(2).transpose(1, 2)
+    elif tensor.ndim == 3:
+        p = num_prefix_tokens
+        if readout == "gap":
+            return tensor[:, p:].mean(dim=1)
+        if readout == "mean":
+            return tensor.mean(dim=1)
+        if readout in ("cls", "first"):
+            return tensor[:, 0]
+        if readout == "tokens":
+            return tensor[:, p:]
+    raise InvalidInputError(f"readout {readout!r} does not apply to a tensor of shape {tuple(tensor.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling and streaming
+
+
+def few_shot_indices(labels: Tensor, num_classes: int, shots: int, samples: int, seed: int = 0) -> list[tuple[Tensor, Tensor]]:
+    """Per sample, (``shots`` training and ``shots`` held-out validation positions per class), sorted (§7).
+
+    Deterministic by ``seed``; a class with fewer than 2 × ``shots`` images is an error naming it.
+    """
+    if shots < 1 or samples < 1:
+        raise InvalidInputError(f"shots and samples must be >= 1, got shots={shots}, samples={samples}")
+    labels = torch.as_tensor(labels).long()
+    members = [torch.nonzero(labels == k).flatten() for k in range(num_classes)]
+    for k, found in enumerate(members):
+        if len(found) < 2 * shots:
+            raise InvalidInputError(
+                f"class {k} has {len(found)} training images, but {shots} shots need {2 * shots} per class "
+                f"({shots} to fit, {shots} held out to choose λ); use fewer --shots or more training images"
+            )
+    generator = torch.Generator().manual_seed(int(seed))
+    draws = []
+    for _ in range(samples):
+        orders = [found[torch.randperm(len(found), generator=generator)] for found in members]
+        train = torch.sort(torch.cat([order[:shots] for order in orders])).values
+        validation = torch.sort(torch.cat([order[shots : 2 * shots] for order in orders])).values
+        draws.append((train, validation))
+    return draws
+
+
+def _stream(model: Model, layers: Sequence[Layer], dataset: ImageDataset, indices: Tensor, batch_size: int,
+            readouts: Sequence[str], progress: bool | None) -> Iterator[tuple[dict[tuple[str, int], Tensor], Tensor]]:
+    """Per batch: {(readout, block index): features} and the labels, for the images at ``indices``."""
+    total = len(indices)
+    sizes = [min(batch_size, total - start) for start in range(0, total, batch_size)]
+    prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
+    batches = BatchIterator(dataset, indices, sizes)
+    for activations, labels, _ in capture_batches([model], [layers], batches, progress=progress, total=total):
+        features = {}
+        for b, layer in enumerate(layers):
+            tensor = activations[f"{model.name}/{layer.name}"]
+            for readout in readouts:
+                features[readout, b] = readout_features(tensor, readout, prefix)
+        yield features, labels.to(model.device)
+
+
+def _warn_memory(model: Model, layers: Sequence[Layer], readouts: Sequence[str], num_classes: int) -> None:
+    """Warn when the full-data statistics (and their eigendecompositions) would exceed a few GiB."""
+    channels, height, width = model.preprocessing.input_size
+    with Capture(model, layers) as capture:
+        outputs = capture(torch.rand(1, channels, height, width, device=model.device), preprocess=False)
+    prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
+    total = 0
+    for tensor in outputs.values():
+        for readout in readouts:
+            features = readout_features(tensor, readout, prefix)
+            groups, d = (features.shape[1] if features.ndim == 3 else 1), features.shape[-1]
+            total += 8 * groups * (2 * d * d + 2 * d * num_classes + 3 * d)
+    if total > MEMORY_WARNING_BYTES:
+        warnings.warn(f"probing {model.spec} with readouts {list(readouts)} needs about {total / 2**30:.1f} GiB for its "
+                      "statistics ('tokens' costs positions x width^2 per block); drop 'tokens' to need far less",
+                      RuntimeWarning, stacklevel=3)
+    log.info("probe statistics: %.2f GiB", total / 2**30)
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass(frozen=True)
+class ProbeResult(Result):
+    """Probe accuracy per readout and block (Fig 11, 13).
+
+    Arrays: ``accuracy``, ``validation_accuracy``, ``lambda`` [readouts, blocks] (full-data; absent with
+    n_train = 0), ``token_accuracy`` [blocks, positions] (readout ``tokens``), ``few_shot_accuracy``,
+    ``few_shot_std`` [few-shot readouts, blocks], ``few_shot_per_sample``, ``few_shot_lambda``
+    [few-shot readouts, blocks, samples], ``blocks`` [blocks]. Metadata: model, readouts,
+    few_shot_readouts, n_train, n_validation, n_test, shots, samples, lambdas, chance, data, seed.
+    """
+
+    kind: ClassVar[str] = "probes"
+
+    @property
+    def model(self) -> str:
+        return str(self.metadata["model"])
+
+    @property
+    def readouts(self) -> list[str]:
+        return list(self.metadata["readouts"])
+
+    @property
+    def few_shot_readouts(self) -> list[str]:
+        return list(self.metadata.get("few_shot_readouts", []))
+
+    @property
+    def blocks(self) -> list[int]:
+        return [int(b) for b in self.arrays["blocks"]]
+
+    @property
+    def regimes(self) -> list[str]:
+        """``full`` and/or ``few_shot``: which probes this result holds."""
+        return [r for r, key in (("full", "accuracy"), ("few_shot", "few_shot_accuracy")) if key in self.arrays]
+
+    def curve(self, readout: str = "gap", regime: str = "full") -> tuple[np.ndarray, np.ndarray | None]:
+        """Accuracy per block of one readout and its std over shot samples (None for full-data probes)."""
+        if regime not in self.regimes:
+            raise InvalidInputError(f"this probe result has no {regime!r} probes; it has: {', '.join(self.regimes)}")
+        names = self.readouts if regime == "full" else self.few_shot_readouts
+        if readout not in names:
+            raise InvalidInputError(f"no {regime} probe for readout {readout!r}; readouts: {', '.join(names)}")
+        row = names.index(readout)
+        if regime == "full":
+            return self.arrays["accuracy"][row], None
+        return self.arrays["few_shot_accuracy"][row], self.arrays["few_shot_std"][row]
+
+
+# ---------------------------------------------------------------------------------------------
+# The analysis
+
+
+def _fit_few_shot(model: Model, layers: Sequence[Layer], train_set: ImageDataset, readouts: Sequence[str], shots: int,
+                  samples: int, lambdas: list[float], batch_size: int, seed: int, progress: bool | None
+                  ) -> tuple[dict[tuple[str, int, int], tuple[RidgeProbe, int]], np.ndarray]:
+    """Few-shot probes per (readout, block, sample) with the index of their λ, and the chosen λ [R, B, S]."""
+    draws = few_shot_indices(train_set.labels, train_set.num_classes, shots, samples, seed)
+    drawn = torch.unique(torch.cat([torch.cat(draw) for draw in draws]))  # each drawn image streamed once
+    kept: dict[tuple[str, int], list[Tensor]] = {}
+    kept_labels = []
+    for features, labels in _stream(model, layers, train_set, drawn, batch_size, readouts, progress):
+        for key, value in features.items():
+            kept.setdefault(key, []).append(value.to("cpu", torch.float32))  # few rows; float64 inside the probe
+        kept_labels.append(labels.cpu())
+    stacked = {key: torch.cat(values) for key, values in kept.items()}
+    all_labels = torch.cat(kept_labels)
+    probes, chosen = {}, np.zeros((len(readouts), len(layers), samples))
+    for s, (train, validation) in enumerate(draws):
+        train_rows, validation_rows = torch.searchsorted(drawn, train), torch.searchsorted(drawn, validation)
+        for (readout, b), x in stacked.items():
+            probe = RidgeProbe(train_set.num_classes)
+            probe.update(x[train_rows], all_labels[train_rows])
+            probe.fit(lambdas)
+            best = _best_lambda(probe.correct(x[validation_rows], all_labels[validation_rows])[:, 0], lambdas)
+            probes[readout, b, s] = (probe, best)
+            chosen[readouts.index(readout), b, s] = lambdas[best]
+    return probes, chosen
+
+
+def _fit_full(model: Model, layers: Sequence[Layer], train_set: ImageDataset, readouts: Sequence[str], order: Tensor,
+              n_validation: int, lambdas: list[float], batch_size: int, progress: bool | None
+              ) -> tuple[dict[tuple[str, int], RidgeProbe], np.ndarray, np.ndarray]:
+    """Full-data probes: fit on ``order`` minus its last ``n_validation``, choose λ on those, refit on all.
+
+    Returns the refitted probes, validation accuracy and chosen λ [R, B] (token probes: accuracy
+    averaged over positions, one λ per block)."""
+    fitting, held_out = torch.sort(order[:-n_validation]).values, torch.sort(order[-n_validation:]).values
+    _warn_memory(model, layers, readouts, train_set.num_classes)
+    probes: dict[tuple[str, int], RidgeProbe] = {}
+    for features, labels in _stream(model, layers, train_set, fitting, batch_size, readouts, progress):
+        for key, x in features.items():
+            probes.setdefault(key, RidgeProbe(train_set.num_classes)).update(x, labels)
+    for probe in probes.values():
+        probe.fit(lambdas)
+    correct: dict[tuple[str, int], Tensor] = {}
+    for features, labels in _stream(model, layers, train_set, held_out, batch_size, readouts, progress):
+        for key, x in features.items():
+            counts = probes[key].correct(x, labels)
+            correct[key] = counts + correct[key] if key in correct else counts
+            probes[key].update(x, labels)  # the sums now hold every training image, for the refit
+    validation_accuracy, chosen = np.zeros((len(readouts), len(layers))), np.zeros((len(readouts), len(layers)))
+    for (readout, b), probe in probes.items():
+        accuracy = correct[readout, b].mean(dim=1) / len(held_out)  # averaged over token positions
+        best = _best_lambda(accuracy, lambdas)
+        validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[best].item(), lambdas[best]
+        probe.fit(lambdas[best])
+    return probes, validation_accuracy, chosen
+
+
+def probe_layers(
+    model: Model,
+    train_set: ImageDataset,
+    test_set: ImageDataset,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    batch_size: int = 256,
+    readouts: str | Sequence[str] = ("gap",),
+    shots: int | None = None,
+    samples: int = 5,
+    lambdas: Sequence[float] = LAMBDAS,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> ProbeResult:
+    """Linear probes on every block of ``model`` (Fig 11, 13; §7), full-data and/or few-shot.
+
+    Full-data: ``n_train`` seeded random images of ``train_set`` (default all; 0 skips), a
+    ``validation_fraction`` of them held out to choose λ by accuracy, then the probe refitted on all
+    ``n_train``. Few-shot (``shots`` per class, ``samples`` draws): pooled readouts only. Both are
+    scored in one pass over ``n_test`` images of ``test_set``; memory does not grow with ``n_train``.
+    """
+    started = time.perf_counter()
+    readouts = resolve_readouts(model, readouts)
+    layers, num_classes = model.block_layers(), train_set.num_classes
+    lambdas = [float(v) for v in lambdas]
+    n_train = len(train_set) if n_train is None else int(n_train)
+    n_test = len(test_set) if n_test is None else int(n_test)
+    if test_set.num_classes != num_classes:
+        raise InvalidInputError(f"train and test sets have {num_classes} and {test_set.num_classes} classes; use one data set")
+    for name, value, size in (("n_train", n_train, len(train_set)), ("n_test", n_test, len(test_set))):
+        if not 0 <= value <= size:
+            raise InvalidInputError(f"{name}={value} must lie in 0..{size} (the images of its split)")
+    if n_test < 1:
+        raise InvalidInputError("n_test must be at least 1: probes are scored on test images")
+    if not 0 < validation_fraction < 1:
+        raise InvalidInputError(f"validation_fraction must lie strictly between 0 and 1, got {validation_fraction}")
+    if n_train == 0 and not shots:
+        raise InvalidInputError("nothing to probe: n_train=0 and no shots; give n_train > 0 or shots")
+    few_shot_readouts = [r for r in readouts if r in POOLED_READOUTS] if shots else []
+    if shots and not few_shot_readouts:
+        raise InvalidInputError("few-shot probes take pooled readouts (gap, cls, first, mean); add one besides 'tokens'")
+    n_validation = max(1, round(validation_fraction * n_train)) if n_train else 0
+    if n_train and n_train - n_validation < 2:
+        raise InvalidInputError(f"n_train={n_train} is too few: a probe needs at least 2 fitting images and 1 held out")
+    generator = torch.Generator().manual_seed(int(seed))
+    arrays: dict[str, np.ndarray] = {"blocks": np.array([layer.block for layer in layers])}
+
+    few_shot: dict[tuple[str, int, int], tuple[RidgeProbe, int]] = {}
+    if few_shot_readouts:
+        few_shot, arrays["few_shot_lambda"] = _fit_few_shot(
+            model, layers, train_set, few_shot_readouts, shots, samples, lambdas, batch_size, seed, progress)
+    full: dict[tuple[str, int], RidgeProbe] = {}
+    if n_train:
+        order = torch.randperm(len(train_set), generator=generator)[:n_train]
+        full, arrays["validation_accuracy"], arrays["lambda"] = _fit_full(
+            model, layers, train_set, readouts, order, n_validation, lambdas, batch_size, progress)
+
+    # one test pass scores every probe
+    correct: dict[tuple, Tensor] = {}
+    test_order = torch.sort(torch.randperm(len(test_set), generator=generator)[:n_test]).values
+    for features, labels in _stream(model, layers, test_set, test_order, batch_size, readouts if full else few_shot_readouts, progress):
+        for (readout, b), x in features.items():
+            if full:
+                correct[readout, b] = correct.get((readout, b), 0) + full[readout, b].correct(x, labels)[0]  # [G]
+            if readout in few_shot_readouts:
+                for s in range(samples):
+                    probe, best = few_shot[readout, b, s]
+                    correct[readout, b, s] = correct.get((readout, b, s), 0) + probe.correct(x.cpu(), labels.cpu())[best, 0]
+    token_positions: list[int] = []
+    if full:
+        per_group = {key: (value / n_test).cpu().numpy() for key, value in correct.items() if len(key) == 2}
+        arrays["accuracy"] = np.array([[per_group[r, b].mean() for b in range(len(layers))] for r in readouts])
+        if "tokens" in readouts:  # positions can differ per block (a CNN's stages): NaN-padded, counts in metadata
+            token_positions = [len(per_group["tokens", b]) for b in range(len(layers))]
+            arrays["token_accuracy"] = np.full((len(layers), max(token_positions)), np.nan)
+            for b, count in enumerate(token_positions):
+                arrays["token_accuracy"][b, :count] = per_group["tokens", b]
+    if few_shot_readouts:
+        per_sample = np.array([[[float(correct[r, b, s]) / n_test for s in range(samples)] for b in range(len(layers))]
+                               for r in few_shot_readouts])
+        arrays["few_shot_per_sample"], arrays["few_shot_accuracy"] = per_sample, per_sample.mean(axis=2)
+        arrays["few_shot_std"] = per_sample.std(axis=2, ddof=1) if samples > 1 else np.zeros(per_sample.shape[:2])
+    metadata = {
+        "model": model.name,
+        "model_spec": model.spec,
+        "model_fingerprint": model.fingerprint(),
+        "family": model.family,
+        "layers": [layer.name for layer in layers],
+        "readouts": readouts if full else [],
+        "few_shot_readouts": few_shot_readouts,
+        "token_positions": token_positions,
+        "num_prefix_tokens": model.token_layout.num_prefix_tokens if model.token_layout else 0,
+        "data": train_set.spec,
+        "train_split": train_set.split,
+        "test_split": test_set.split,
+        "num_classes": num_classes,
+        "chance": 1.0 / num_classes,
+        "n_train": n_train,
+        "n_validation": n_validation,
+        "n_test": n_test,
+        "shots": shots or 0,
+        "samples": samples if shots else 0,
+        "few_shot_validation_per_class": shots or 0,
+        "lambdas": lambdas,
+        "lambda_selection": "held-out accuracy, ties to the largest lambda; objective (1/n)||Y - [Z, 1]W||^2 + lambda ||W||^2",
+        "features": "gap: mean of spatial tokens (prefix/CLS excluded) or global average pool; tokens: one probe per "
+                    "spatial position (prefix excluded), accuracy averaged over positions; few-shot std with ddof=1",
+        "batch_size": batch_size,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return ProbeResult(arrays=arrays, metadata=metadata)
