@@ -250,3 +250,333 @@ def study(
     console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
     if failed:
         console.print(f"[yellow]{failed} step(s) failed; their sections show the error[/yellow]")
+
+
+def _print_warnings(caught: list) -> None:
+    for warning in caught:
+        console.print(f"[yellow]warning:[/yellow] {warning.message}")
+
+
+@app.command()
+def skips(
+    model: str,
+    out: OutOption = Path("runs/skips"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7)."""
+    import warnings
+
+    from seelike.analyses.skip_norms import skip_norm_ratios
+    from seelike.data import load_dataset
+    from seelike.plots import plot_skip_norms, save_figure
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            loaded = _load_models([model], device)[0]
+            result = skip_norm_ratios(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    result.save(out)
+    figure = save_figure(plot_skip_norms(result), out / "skip_norms")
+    lines = result.lines()
+    table = Table(title=f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}")
+    table.add_column("block")
+    for label in lines:
+        table.add_column(label, justify="right")
+    for row, block in enumerate(result.blocks):
+        table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
+    console.print(table)
+    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+
+
+@app.command()
+def localize(
+    model: str,
+    out: OutOption = Path("runs/localize"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    batch_size: int = 256,
+    layer: Annotated[Optional[list[str]], typer.Option("--layer", help="layer name or glob, repeatable (default: penultimate and last block)")] = None,
+    positions: Annotated[Optional[list[str]], typer.Option("--positions", help="ROW,COL grid positions to draw, e.g. '0,0 0,3 3,3' (default: corner, edge, interior)")] = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Spatial localization (paper Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
+    import warnings
+
+    from seelike.analyses.localization import parse_positions, spatial_localization
+    from seelike.data import load_dataset
+    from seelike.plots import plot_localization, save_figure
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            chosen = parse_positions(positions) if positions else None
+            loaded = _load_models([model], device)[0]
+            result = spatial_localization(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
+                                          layers=",".join(layer) if layer else None, positions=chosen, seed=seed)
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    result.save(out)
+    figure = save_figure(plot_localization(result), out / "localization")
+    console.print(f"token vs input-cell CKA, {result.metadata['model']}, {result.metadata['n']} images of {result.metadata['data']}:")
+    for index, name in enumerate(result.layers):
+        rows, columns = result.grid(name)
+        console.print(f"  {name} ({rows}×{columns}): own cell first for {result['share_first'][index]:.0%} of positions, "
+                      f"CKA on the diagonal {result['diagonal_mean'][index]:.3f} vs off it {result['off_diagonal_mean'][index]:.3f} "
+                      f"(gap {result['diagonal_gap'][index]:.3f})")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+
+
+@app.command()
+def probe(
+    models: Annotated[list[str], typer.Argument(help="one model (result in OUT) or several (OUT/<name>/ each, plus a Fig 13 comparison)")],
+    out: OutOption = Path("runs/probes"),
+    data: DataOption = "fashion-mnist",
+    n_train: Annotated[Optional[int], typer.Option(help="training images for full-data probes (default: the whole train split; 0: few-shot only)")] = None,
+    n_test: Annotated[Optional[int], typer.Option(help="test images (default: the whole test split)")] = None,
+    readouts: Annotated[str, typer.Option(help="comma-separated: gap, cls, first, mean, tokens; or 'all' (the model's native readouts, Fig 11)")] = "gap",
+    shots: Annotated[int, typer.Option(help="few-shot probes: images per class (0: none)")] = 10,
+    samples: Annotated[int, typer.Option(help="few-shot draws, reported as mean ± std")] = 5,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (paper Fig 11, 13)."""
+    import warnings
+
+    from seelike.analyses.probes import probe_layers
+    from seelike.data import load_dataset
+    from seelike.plots import plot_probe_comparison, plot_probes, save_figure
+
+    results = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            train_set, test_set = load_dataset(data, split="train"), load_dataset(data, split="test")
+            for model in _load_models(models, device):
+                results.append(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
+                                            readouts=readouts, shots=shots or None, samples=samples, seed=seed))
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    for result in results:
+        folder = out if len(results) == 1 else out / result.model
+        result.save(folder)
+        figure = save_figure(plot_probes(result), folder / "probes")
+        meta = result.metadata
+        table = Table(title=f"{result.model}: probe test accuracy per block, % (chance {100 * meta['chance']:.0f})")
+        table.add_column("block")
+        columns = [(r, "full") for r in result.readouts] + [(r, "few_shot") for r in result.few_shot_readouts]
+        for readout, regime in columns:
+            table.add_column(f"{readout}" + (f" {meta['shots']}-shot" if regime == "few_shot" else f" n={meta['n_train']}"), justify="right")
+        curves = [result.curve(readout, regime) for readout, regime in columns]
+        for row, block in enumerate(result.blocks):
+            table.add_row(str(block), *(f"{100 * a[row]:.1f}" + (f"±{100 * s[row]:.1f}" if s is not None else "") for a, s in curves))
+        console.print(table)
+        console.print(f"{meta['n_test']} test images of {meta['data']}, {meta['seconds']:.1f} s\n"
+                      f"result: {folder / 'result.json'}\nfigure: {figure[0]}")
+    if len(results) > 1:
+        readout = "gap" if all("gap" in r.readouts + r.few_shot_readouts for r in results) else (results[0].readouts + results[0].few_shot_readouts)[0]
+        figure = save_figure(plot_probe_comparison(results, readout=readout), out / "probe_comparison")
+        console.print(f"comparison (Fig 13): {figure[0]}")
+
+
+@app.command()
+def datascale(
+    reference: Annotated[str, typer.Argument(help="the model trained on 100% of the data")],
+    others: Annotated[list[str], typer.Argument(help="models trained on less data (same architecture)")],
+    baseline: Annotated[str, typer.Option("--baseline", help="a second 100% model with another seed (e.g. zoo:vit-cls-seed1)")],
+    out: OutOption = Path("runs/datascale"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    batch_size: int = 256,
+    repeats: Annotated[int, typer.Option(help="reshuffled passes averaged (their spread gives the standard error)")] = 1,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (paper Fig 12)."""
+    import warnings
+
+    from seelike.analyses.data_scale import data_scale
+    from seelike.data import load_dataset
+    from seelike.plots import plot_data_scale, save_figure
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            loaded = _load_models([reference, *others, baseline], device)
+            result = data_scale(loaded[0], loaded[1:-1], loaded[-1], load_dataset(data, split=split), n=n,
+                                batch_size=batch_size, repeats=repeats, seed=seed)
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    result.save(out)
+    figure = save_figure(plot_data_scale(result), out / "data_scale")
+    meta = result.metadata
+    table = Table(title=f"CKA with {meta['reference']}, block by block (* = changed by data scale)")
+    table.add_column("block")
+    for model in [*result.models, meta["baseline"]]:
+        fraction = result.fractions.get(model)
+        table.add_column(model + (f" ({fraction:.0%})" if fraction is not None else "") + (" (seed baseline)" if model == meta["baseline"] else ""), justify="right")
+    for row, block in enumerate(result["blocks"]):
+        cells = [f"{result['per_block_cka'][m, row]:.3f}" + ("*" if result["changed"][m, row] else "") for m in range(len(result.models))]
+        table.add_row(str(block), *cells, f"{result['baseline'][row]:.3f} ± {result['baseline_standard_error'][row]:.2g}")
+    console.print(table)
+    console.print(f"{meta['n']} images of {meta['data']}; changed = below the seed baseline by more than "
+                  f"{meta['significance']:g} combined standard errors")
+    for model in result.models:
+        changed = result.changed_blocks(model)
+        console.print(f"  {model}: {'blocks ' + ', '.join(map(str, changed)) + ' changed by data scale' if changed else 'no block changed beyond seed variation'}")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+
+
+def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
+    """'0,3,5' -> [0, 3, 5]; None stays None (the command's default)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        from seelike.errors import InvalidInputError
+
+        raise InvalidInputError(f"blocks must be comma-separated integers such as '0,3,5', got {text!r}") from None
+
+
+@app.command()
+def attention(
+    model: str,
+    out: OutOption = Path("runs/attention"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split; the paper used 5,000)")] = None,
+    batch_size: int = 256,
+    blocks: Annotated[Optional[str], typer.Option(help="blocks in the per-block figure, e.g. '0,3,5' (default: first, middle, last)")] = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Mean attention distance of every head of every block (paper Fig 3, PAPER.md §2)."""
+    from seelike.analyses.attention_distance import attention_distances
+    from seelike.data import load_dataset
+    from seelike.plots import attention_distance_figures
+
+    try:
+        loaded = _load_models([model], device)[0]
+        result = attention_distances(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
+        figures = attention_distance_figures(result, out, _parse_blocks(blocks))
+    except SeelikeError as error:
+        _fail(error)
+    result.save(out)
+    meta = result.metadata
+    half = result.image_width / 2
+    table = Table(title=f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}; "
+                        f"uniform attention gives {meta['uniform_distance']:.1f}")
+    for column in ("block", "mean distance", "min head", "max head", f"heads < {half:g} px", "renormalised", "prefix mass"):
+        table.add_column(column, justify="right")
+    shares = result.share_below(half)
+    for row, block in enumerate(result.blocks):
+        distance = result.distance[row]
+        table.add_row(str(block), f"{distance.mean():.2f}", f"{distance.min():.2f}", f"{distance.max():.2f}", f"{shares[row]:.0%}",
+                      f"{result['renormalised'][row].mean():.2f}", f"{result['prefix_mass'][row].mean():.3f}")
+    console.print(table)
+    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+
+
+@app.command()
+def heads(
+    vit: str,
+    cnn: str,
+    out: OutOption = Path("runs/heads"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    batch_size: int = 256,
+    block: Annotated[int, typer.Option(help="the ViT block whose heads are compared (the paper: the first)")] = 0,
+    window: Annotated[Optional[int], typer.Option(help="heads per window (default: max(1, heads // 4))")] = None,
+    cnn_blocks: Annotated[Optional[str], typer.Option(help="CNN units, e.g. '0,1,2' (default: the first half)")] = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (paper Fig 5, PAPER.md §3)."""
+    import warnings
+
+    from seelike.analyses.head_similarity import head_similarity
+    from seelike.data import load_dataset
+    from seelike.plots import head_similarity_figures
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            vit_model, cnn_model = _load_models([vit, cnn], device)
+            result = head_similarity(vit_model, cnn_model, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed,
+                                     block=block, window=window, cnn_blocks=_parse_blocks(cnn_blocks))
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    result.save(out)
+    figures = head_similarity_figures(result, out)
+    meta = result.metadata
+    distance = result["head_distance"]
+    console.print(f"{meta['vit']} block {meta['block']}: {meta['num_heads']} heads, distances (px) "
+                  f"{', '.join(f'{d:.1f}' for d in np.sort(distance))}; "
+                  + (f"windows of {meta['window']} heads plus single heads" if meta["window"] > 1 else "single heads")
+                  + f" ({len(result['window_size'])} in all), {meta['n']} images of {meta['data']}")
+    for u, unit in enumerate(result.units):
+        cka_values = result.cka[:, u]
+        console.print(f"  {meta['cnn']}/{unit}: CKA {cka_values.min():.3f}..{cka_values.max():.3f}, Spearman(distance, CKA) "
+                      f"{result['spearman'][u]:+.2f} over windows, {result['spearman_single_heads'][u]:+.2f} over single heads")
+    console.print("  (the paper finds CKA falling with distance: negative correlations)")
+    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+
+
+@app.command()
+def erf(
+    model: str,
+    out: OutOption = Path("runs/erf"),
+    data: DataOption = "fashion-mnist",
+    split: str = "test",
+    n: Annotated[int, typer.Option(help="images averaged (the paper: 32)")] = 32,
+    batch_size: int = 32,
+    blocks: Annotated[Optional[str], typer.Option(help="blocks, e.g. '0,2,5' (default: all)")] = None,
+    pre_residual: Annotated[bool, typer.Option("--pre-residual", help="the residual branch only (ViT: MLP branch; ResNet: branch)")] = False,
+    channels: Annotated[str, typer.Option(help="auto | exact (per-channel gradients) | sum (gradient of the channel sum)")] = "auto",
+    seed: int = 0,
+    device: str = "cpu",
+) -> None:
+    """Effective receptive fields of each block's central position (paper Fig 6, PAPER.md §4)."""
+    import warnings
+
+    from seelike.analyses.receptive_field import effective_receptive_fields
+    from seelike.data import load_dataset
+    from seelike.plots import receptive_field_figures
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            loaded = _load_models([model], device)[0]
+            result = effective_receptive_fields(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
+                                                blocks=_parse_blocks(blocks), pre_residual=pre_residual, channels=channels, seed=seed)
+    except SeelikeError as error:
+        _fail(error)
+    _print_warnings(caught)
+    result.save(out)
+    figures = receptive_field_figures(result, out)
+    meta = result.metadata
+    table = Table(title=f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
+                        f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px")
+    for column in ("layer", "radius 50% (px)", "radius 90% (px)"):
+        table.add_column(column, justify="right")
+    for name, r50, r90 in zip(result.layer_names, result["radius_50"], result["radius_90"]):
+        table.add_row(name, f"{r50:.1f}", f"{r90:.1f}")
+    console.print(table)
+    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")

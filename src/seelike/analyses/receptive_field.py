@@ -1,0 +1,238 @@
+"""Effective receptive fields (paper Fig 6; PAPER.md §4).
+
+For a layer y (default the block output, after the residual add) and its central position — the
+patch token at the grid centre of a ViT, the central feature-map position of a CNN — the map is
+|∂ y_c(centre) / ∂ input| summed over input channels, averaged over channels c and images, and
+normalised by its maximum to [0, 1]. Channels are averaged exactly (one backward pass per
+channel: mean_c |∂y_c/∂x|) where affordable, else through the gradient of Σ_c y_c
+(|∂Σ_c y_c/∂x| / C, one backward pass); the result records which. ``pre_residual`` reads the
+branch instead (ViT: the MLP branch, role "mlp"; ResNet: role "branch"). Gradients need autograd,
+so this module registers its own hooks (removed in ``finally``) instead of using
+:class:`~seelike.capture.Capture`, which runs under inference mode.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from seelike.data import ImageDataset, iterate_batches
+from seelike.errors import InvalidInputError
+from seelike.models.model import Layer, Model
+from seelike.results import Result
+
+__all__ = [
+    "ReceptiveFieldResult",
+    "centre_position",
+    "effective_receptive_fields",
+    "mass_radius",
+    "receptive_field_layers",
+    "receptive_field_maps",
+]
+
+ChannelAverage = Literal["auto", "exact", "sum"]
+EXACT_LIMIT = 256  # "auto": exact per-channel gradients when Σ over layers of channels is at most this
+
+
+def centre_position(model: Model, layer: Layer, shape: Sequence[int]) -> tuple[int | tuple[int, int], tuple[float, float]]:
+    """Where the centre of ``layer``'s output [B, T, D] or [B, C, H, W] is, and its centre in input pixels (row, column).
+
+    Token layers: the patch token at the grid centre (index after the prefix tokens), centred on
+    its patch; feature maps: position (H//2, W//2), centred on input pixel (i·stride, j·stride),
+    where a stack of 'same'-padded odd-kernel convolutions (PyTorch ResNets) centres it.
+    """
+    height, width = model.preprocessing.input_size[1:]
+    if layer.kind == "tokens" and len(shape) == 3:
+        layout = model.token_layout
+        if layout is None:
+            raise InvalidInputError(f"{model.spec}: layer {layer.name!r} holds tokens but the model has no token layout")
+        row, column = layout.grid[0] // 2, layout.grid[1] // 2
+        index = layout.num_prefix_tokens + row * layout.grid[1] + column
+        return index, ((row + 0.5) * layout.patch_size - 0.5, (column + 0.5) * layout.patch_size - 0.5)
+    if len(shape) == 4:
+        rows, columns = shape[2], shape[3]
+        row, column = rows // 2, columns // 2
+        return (row, column), (row * height / rows, column * width / columns)
+    raise InvalidInputError(
+        f"{model.spec}: layer {layer.name!r} has shape {tuple(shape)}; the ERF needs tokens [B, T, D] or feature maps [B, C, H, W]"
+    )
+
+
+def receptive_field_layers(model: Model, blocks: Sequence[int] | None = None, pre_residual: bool = False) -> list[Layer]:
+    """The layers whose ERF is taken: each block's output, or its residual branch when ``pre_residual``."""
+    blocks = list(range(model.num_blocks)) if blocks is None else list(blocks)
+    if not blocks:
+        raise InvalidInputError(f"{model.spec}: no blocks to take receptive fields of")
+    layers = []
+    for block in blocks:
+        if not pre_residual:
+            layers.append(model.role(block, "output"))
+            continue
+        roles = {layer.role for layer in model.layers if layer.block == block}
+        role = next((r for r in ("mlp", "branch") if r in roles), None)
+        if role is None:
+            raise InvalidInputError(
+                f"block {block} of {model.spec} has no residual branch role ('mlp' for ViTs, 'branch' for ResNets); "
+                "drop --pre-residual"
+            )
+        layers.append(model.role(block, role))
+    return layers
+
+
+def _resolve_channels(channels: str, widths: Sequence[int], exact_limit: int) -> str:
+    if channels not in ("auto", "exact", "sum"):
+        raise InvalidInputError(f"channels must be 'auto', 'exact' or 'sum', got {channels!r}")
+    if channels == "auto":
+        return "exact" if sum(widths) <= exact_limit else "sum"
+    return channels
+
+
+def receptive_field_maps(
+    model: Model, images: Tensor, layers: Sequence[Layer], channels: ChannelAverage = "sum", exact_limit: int = EXACT_LIMIT
+) -> tuple[Tensor, str, list[tuple[float, float]]]:
+    """Unnormalised ERF maps [L, H, W] summed over the batch ``images`` [B, C, H, W] in [0, 1] (§4).
+
+    Each map is Σ_images mean_c Σ_input-channels |∂ y_c(centre) / ∂ x| for ``channels="exact"``, or
+    Σ_images Σ_input-channels |∂ Σ_c y_c(centre) / ∂ x| / C for ``"sum"``. Returns the maps, the
+    channel averaging used, and each layer's centre in input pixels.
+    """
+    modules = dict(model.module.named_modules())
+    centres: dict[str, Tensor] = {}
+    positions: dict[str, tuple[float, float]] = {}
+
+    def store(layer: Layer, tensor: Any) -> None:
+        tensor = tensor if isinstance(tensor, Tensor) else tensor[0]
+        index, pixel = centre_position(model, layer, tensor.shape)
+        centre = tensor[:, index] if isinstance(index, int) else tensor[:, :, index[0], index[1]]
+        centres[layer.name] = centre.clone()  # a copy: the model may later change the tensor in place
+        positions[layer.name] = pixel
+
+    handles = []
+    try:
+        for layer in layers:
+            if layer.module not in modules:
+                raise InvalidInputError(f"{model.spec}: module {layer.module!r} of layer {layer.name!r} does not exist")
+            module = modules[layer.module]
+            if layer.hook == "output":
+                handles.append(module.register_forward_hook(lambda m, i, o, layer=layer: store(layer, o)))
+            else:
+                handles.append(module.register_forward_pre_hook(lambda m, i, layer=layer: store(layer, i[0])))
+        with torch.inference_mode(False), torch.enable_grad():
+            x = model.preprocess(images.to(model.device)).detach().requires_grad_(True)
+            model.module(x)
+            missing = [layer.name for layer in layers if layer.name not in centres]
+            if missing:
+                raise InvalidInputError(f"{model.spec}: layers {missing} did not run in the forward pass")
+            mode = _resolve_channels(channels, [centres[layer.name].shape[1] for layer in layers], exact_limit)
+            maps = []
+            for layer in layers:
+                y = centres[layer.name]  # [B, C]
+                if mode == "exact":
+                    total = torch.zeros(x.shape[-2:], dtype=torch.float64, device=x.device)
+                    for c in range(y.shape[1]):
+                        (gradient,) = torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)
+                        total += gradient.abs().sum(dim=(0, 1)).double()
+                else:
+                    (gradient,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
+                    total = gradient.abs().sum(dim=(0, 1)).double()
+                maps.append(total / y.shape[1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(maps).cpu(), mode, [positions[layer.name] for layer in layers]
+
+
+def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -> float:
+    """The smallest distance r (px) from ``centre`` such that pixels within r hold ``fraction`` of the map's mass (§4)."""
+    rows, columns = np.indices(erf.shape)
+    distance = np.hypot(rows - centre[0], columns - centre[1]).ravel()
+    order = np.argsort(distance, kind="stable")
+    mass = np.cumsum(erf.ravel()[order])
+    if not mass[-1] > 0:
+        return float("nan")
+    return float(distance[order][np.searchsorted(mass / mass[-1], fraction * (1 - 1e-12))])
+
+
+@dataclass(frozen=True)
+class ReceptiveFieldResult(Result):
+    """Arrays ``maps`` [layers, H, W] in [0, 1], ``radius_50`` / ``radius_90`` [layers] (px), ``centre``
+    [layers, 2] (px), ``blocks`` [layers], ``scale`` [layers] (each map's maximum before normalising)."""
+
+    kind: ClassVar[str] = "receptive_field"
+
+    @property
+    def maps(self) -> np.ndarray:
+        return self.arrays["maps"]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.metadata["layers"])
+
+
+def effective_receptive_fields(
+    model: Model,
+    dataset: ImageDataset,
+    n: int = 32,
+    batch_size: int = 32,
+    blocks: Sequence[int] | None = None,
+    pre_residual: bool = False,
+    channels: ChannelAverage = "auto",
+    exact_limit: int = EXACT_LIMIT,
+    seed: int = 0,
+) -> ReceptiveFieldResult:
+    """ERF map of each block's centre (§4) over ``n`` images of ``dataset`` (default 32, as the paper).
+
+    ``channels``: "exact" (mean over channels of |∂y_c/∂x|, one backward pass per channel), "sum"
+    (|∂Σ_c y_c/∂x| / C, one pass) or "auto" (exact when the layers have at most ``exact_limit``
+    channels in all). Maps are normalised by their maximum; radii hold 50% and 90% of the mass.
+    """
+    layers = receptive_field_layers(model, blocks, pre_residual)
+    started = time.perf_counter()
+    total, mode, centres = None, channels, []
+    for images, _, _ in iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed):
+        maps, mode, centres = receptive_field_maps(model, images, layers, channels, exact_limit)
+        total = maps if total is None else total + maps
+        channels = mode  # every batch averages channels the same way
+    total = (total / n).numpy()
+    scale = total.reshape(len(layers), -1).max(axis=1)
+    zero = [layer.name for layer, s in zip(layers, scale) if not s > 0]
+    if zero:  # e.g. a zero-initialised residual branch: kept as an all-zero map, radii NaN
+        warnings.warn(f"{model.spec}: the ERF of {zero} is 0 everywhere (constant in the input); radii are NaN", RuntimeWarning, stacklevel=2)
+    normalised = total / np.where(scale > 0, scale, 1.0)[:, None, None]
+    arrays = {
+        "maps": normalised,
+        "radius_50": np.array([mass_radius(m, c, 0.5) for m, c in zip(normalised, centres)]),
+        "radius_90": np.array([mass_radius(m, c, 0.9) for m, c in zip(normalised, centres)]),
+        "centre": np.array(centres, dtype=np.float64),
+        "blocks": np.array([layer.block for layer in layers]),
+        "scale": scale,
+    }
+    metadata = {
+        "model": model.name,
+        "model_spec": model.spec,
+        "model_fingerprint": model.fingerprint(),
+        "layers": [layer.name for layer in layers],
+        "zero_layers": zero,
+        "roles": [layer.role for layer in layers],
+        "pre_residual": pre_residual,
+        "channel_average": mode,
+        "channel_average_meaning": (
+            "mean over channels of |dy_c/dx| (exact)" if mode == "exact" else "|d(sum_c y_c)/dx| / C (gradient of the channel sum)"
+        ),
+        "input_size": list(model.preprocessing.input_size),
+        "gradient_of": "preprocessed model input, |.| summed over input channels, mean over images, normalised by the max",
+        "data": dataset.spec,
+        "split": dataset.split,
+        "n": n,
+        "batch_size": batch_size,
+        "seed": seed,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return ReceptiveFieldResult(arrays=arrays, metadata=metadata)
