@@ -22,6 +22,7 @@ from seelike.models import Model, Preprocessing, load_model, save_checkpoint
 
 IMPORTED = [
     "timm:vit_tiny_patch16_224",
+    "timm:vit_tiny_patch16_224?img_size=64",  # built at another size: input size and grid follow
     "timm:vit_base_patch32_224",
     "timm:deit_tiny_distilled_patch16_224",
     "timm:resnet18",
@@ -45,6 +46,7 @@ def _units(template: str, per_stage: tuple[int, ...]) -> list[str]:
 #: spec → (family, block names, (num_prefix_tokens, grid, patch) or None, input size, num_classes)
 EXPECTED: dict[str, tuple] = {
     "timm:vit_tiny_patch16_224": ("vit", _tokens(12), (1, (14, 14), 16), (3, 224, 224), 1000),
+    "timm:vit_tiny_patch16_224?img_size=64": ("vit", _tokens(12), (1, (4, 4), 16), (3, 64, 64), 1000),
     "timm:vit_base_patch32_224": ("vit", _tokens(12), (1, (7, 7), 32), (3, 224, 224), 1000),
     "timm:deit_tiny_distilled_patch16_224": ("vit", _tokens(12), (2, (14, 14), 16), (3, 224, 224), 1000),
     "timm:resnet18": ("resnet", _units("layer{s}.{u}", (0, 2, 2, 2, 2)), None, (3, 224, 224), 1000),
@@ -60,6 +62,15 @@ EXPECTED: dict[str, tuple] = {
 }
 TOKEN_ROLES = {"input", "norm1", "attn", "attn_residual", "norm2", "mlp", "output"}
 RESIDUAL_ROLES = {"input", "shortcut", "branch", "output"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are small: on a shared 2-core machine, OpenMP barriers cost more than a second thread gains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +130,14 @@ def test_own_models_forward(spec: str, shape: tuple[int, int, int]) -> None:
     assert not model.module.training
 
 
-def test_vit_gap_has_no_cls_token(loaded) -> None:
+def test_vit_classifiers(loaded) -> None:
     cls, gap = loaded("seelike:vit"), loaded("seelike:vit?classifier=gap")
-    images = _images(cls)
-    assert _capture(cls, ["blocks.0"], images)["blocks.0"].shape == (1, 50, 96)
-    assert _capture(gap, ["blocks.0"], images)["blocks.0"].shape == (1, 49, 96)
+    images = _images(cls, batch=2)
+    last_cls, last_gap = _capture(cls, ["blocks.5"], images)["blocks.5"], _capture(gap, ["blocks.5"], images)["blocks.5"]
+    assert last_cls.shape == (2, 50, 96) and last_gap.shape == (2, 49, 96)  # GAP: no CLS token
+    with torch.inference_mode():
+        torch.testing.assert_close(cls.module(images), cls.module.head(cls.module.norm(last_cls)[:, 0]))
+        torch.testing.assert_close(gap.module(images), gap.module.head(gap.module.norm(last_gap).mean(dim=1)))
 
 
 def test_vit_skip_switches() -> None:
@@ -206,9 +220,10 @@ def test_layer_discovery(loaded, spec: str) -> None:
     assert len(attention) == (len(blocks) if family == "vit" else 0)
     assert all(layer.kind == "attention" and layer.role == "attn_probs" for layer in attention)
 
-    # Model.layers is in the order one forward pass runs them
+    # Model.layers is in the order one forward pass runs them (ResNets take any size: 64 px is enough)
+    images = torch.rand(1, input_size[0], 64, 64) if family == "resnet" else _images(model)
     with Capture(model, model.layers) as capture:
-        capture(_images(model), preprocess=False)
+        capture(images, preprocess=False)
     assert capture.order == names
 
 
@@ -271,12 +286,22 @@ def _reference_attention(attn: nn.Module, normed: Tensor) -> tuple[Tensor, Tenso
     heads = attn.num_heads
     qkv = F.linear(normed.double(), attn.qkv.weight.double(), attn.qkv.bias.double())
     q, k, v = (part.reshape(batch, tokens, heads, -1).transpose(1, 2) for part in qkv.split(qkv.shape[-1] // 3, dim=-1))
+    if isinstance(getattr(attn, "q_norm", None), nn.LayerNorm):  # timm qk_norm: LayerNorm over each head's dims
+        q, k = (
+            F.layer_norm(t, t.shape[-1:], norm.weight.double(), norm.bias.double(), norm.eps)
+            for t, norm in ((q, attn.q_norm), (k, attn.k_norm))
+        )
     return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1), v
 
 
 @pytest.mark.parametrize(
     "spec, tokens",
-    [("seelike:vit", 50), ("timm:vit_tiny_patch16_224", 197), ("timm:deit_tiny_distilled_patch16_224", 198)],
+    [
+        ("seelike:vit", 50),
+        ("timm:vit_tiny_patch16_224", 197),
+        ("timm:deit_tiny_distilled_patch16_224", 198),
+        ("timm:vit_tiny_patch16_224?img_size=32&init_values=0.5&qk_norm=true", 5),  # q and k normalised per head
+    ],
 )
 def test_attention_probabilities_match_unfused_reference(loaded, spec: str, tokens: int) -> None:
     model = loaded(spec)
@@ -329,7 +354,14 @@ def test_torchvision_attention_matches_multihead_weights(loaded) -> None:
 # -- roles, numerically -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "spec",
-    ["seelike:vit", "timm:vit_tiny_patch16_224", "torchvision:vit_b_16?image_size=64", "seelike:mixer", "timm:mixer_b16_224?img_size=64"],
+    [
+        "seelike:vit",
+        "timm:vit_tiny_patch16_224",
+        "timm:vit_tiny_patch16_224?img_size=32&init_values=0.5&qk_norm=true",  # LayerScale: the branch is ls1, not attn
+        "torchvision:vit_b_16?image_size=64",
+        "seelike:mixer",
+        "timm:mixer_b16_224?img_size=64",
+    ],
 )
 def test_prenorm_roles(loaded, spec: str) -> None:
     model = loaded(spec)
@@ -374,7 +406,13 @@ def _randomise_norms(module: nn.Module) -> None:
 
 @pytest.mark.parametrize(
     "spec, activation",
-    [("seelike:resnet", F.relu), ("torchvision:resnet18", F.relu), ("timm:resnet18", F.relu), ("timm:resnetv2_50x1_bit", None)],
+    [
+        ("seelike:resnet", F.relu),
+        ("torchvision:resnet18", F.relu),
+        ("timm:resnet18", F.relu),
+        ("timm:resnet50", F.relu),  # bottlenecks: the branch ends at bn3, not bn2
+        ("timm:resnetv2_50x1_bit", None),  # pre-activation units: no ReLU after the add
+    ],
 )
 def test_residual_roles(loaded, spec: str, activation) -> None:
     model = copy.deepcopy(loaded(spec))  # a copy: its weights are changed below
@@ -511,11 +549,3 @@ def test_preprocessing_travels_with_the_model(loaded) -> None:
     assert own.preprocessing.mean == pytest.approx((0.2860,)) and own.preprocessing.std == pytest.approx((0.3530,))
     # Fashion-MNIST-sized gray images into a 224 px RGB model
     assert vit.preprocess(torch.rand(2, 1, 28, 28)).shape == (2, 3, 224, 224)
-
-
-def test_timm_img_size_sets_the_input_size() -> None:
-    model = load_model("timm:vit_tiny_patch16_224?img_size=64")
-    assert model.preprocessing.input_size == (3, 64, 64)
-    assert model.token_layout.grid == (4, 4)
-    acts = _capture(model, ["blocks.11", "blocks.11.attn_probs"], model.preprocess(torch.rand(1, 1, 28, 28)))
-    assert acts["blocks.11"].shape == (1, 17, 192) and acts["blocks.11.attn_probs"].shape == (1, 3, 17, 17)

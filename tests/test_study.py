@@ -3,6 +3,7 @@ failures kept in their section, and the HTML report rendered in headless Chromiu
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -16,13 +17,20 @@ from seelike.presets import build_steps, random_init
 from seelike.results import Result
 from seelike.study import Section, StudySettings, StudyStep, run_study
 
+VIT = "seelike:vit?width=32&depth=5&heads=4"
 TINY = {
-    "vit": "seelike:vit?width=32&depth=2&heads=2",
-    "vit_gap": "seelike:vit?width=32&depth=2&heads=2&classifier=gap",
+    "vit": VIT,
+    "vit_gap": f"{VIT}&classifier=gap",
     "resnet": "seelike:resnet?widths=[8,16]&units_per_stage=[1,1]",
     "mixer": "seelike:mixer?width=32&depth=2&token_hidden=16&channel_hidden=32",
+    "vit_seed1": f"{VIT}&seed=1",
+    "vit_noskip_early": f"{VIT}&no_attention_skip=[1]&no_mlp_skip=[1]",
+    "vit_noskip_mid": f"{VIT}&no_attention_skip=[3]&no_mlp_skip=[3]",
+    "vit_frac30": f"{VIT}&seed=2",
+    "vit_frac10": f"{VIT}&seed=3",
+    "vit_frac03": f"{VIT}&seed=4",
 }
-SETTINGS = StudySettings(data="synthetic:n=64,size=28,channels=1,classes=4,seed=0", n=64, batch_size=32)
+SETTINGS = StudySettings(data="synthetic:n=256,size=28,channels=1,classes=4,seed=0", n=64, batch_size=32)
 MODELS_ARGS = [arg for role, spec in TINY.items() for arg in ("--models", f"{role}={spec}")]
 
 
@@ -65,7 +73,7 @@ def test_a_failing_step_keeps_the_others_and_shows_its_error(tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     assert "boom in a" in page
     document = json.loads((tmp_path / "results.json").read_text())
-    assert document["steps"]["a"]["status"] == "error" and document["steps"]["b"]["numbers"] == {"value": 64.0}
+    assert document["steps"]["a"]["status"] == "error" and document["steps"]["b"]["numbers"] == {"value": 256.0}
 
 
 def test_a_step_whose_models_are_missing_is_skipped_with_the_reason(tmp_path):

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from seelike.models.model import Model, short_name
+from seelike.models.model import Model, unique_names
 from seelike.plots import heatmap_figures
+from seelike.results import Result, ResultBundle
 from seelike.similarity import CKAResult
 from seelike.study import Finding, Section, StudySettings, StudyStep, verdict
 
@@ -40,13 +41,12 @@ def best_match_depth(cross: np.ndarray) -> np.ndarray:
     return cross.argmax(axis=0) / max(1, cross.shape[0] - 1)
 
 
-def rq1_section(vit: str, cnn: str) -> Callable[[CKAResult, Path], Section]:
+def rq1_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Callable[[CKAResult, Path], Section]:
     def section(result: CKAResult, figures_dir: Path) -> Section:
         figures = [paths[0] for paths in heatmap_figures(result, figures_dir / "rq1").values()]
         numbers: dict[str, Any] = {f"uniformity[{m}]": round(uniformity(result, m), 4) for m in result.models}
         models = result.models
         findings = []
-        random_vit, random_cnn = f"{vit}-random", f"{cnn}-random"
         if vit in models and cnn in models:
             u_vit, u_cnn = uniformity(result, vit), uniformity(result, cnn)
             baseline = ""
@@ -97,6 +97,336 @@ def rq5_section(mixer: str, vit: str, cnn: str) -> Callable[[CKAResult, Path], S
     return section
 
 
+# -- shared helpers for the steps below ---------------------------------------------------------------------
+def per_model(analysis: Callable[[Model, Any, StudySettings], Result]) -> Callable[[dict[str, Model], Any, StudySettings], ResultBundle]:
+    """Run a one-model analysis on every model of a step and keep the results together, by model name."""
+
+    def run(models: dict[str, Model], dataset: Any, settings: StudySettings) -> ResultBundle:
+        return ResultBundle.of({model.name: analysis(model, dataset, settings) for model in models.values()})
+
+    return run
+
+
+def _figure(paths: dict[str, list[Path]] | list[Path]) -> list[Path]:
+    """The PNG of each saved figure (save_figure writes PNG and SVG)."""
+    groups = paths.values() if isinstance(paths, dict) else [paths]
+    return [path for group in groups for path in group if path.suffix == ".png"]
+
+
+def _fmt(values: Any) -> str:
+    return ", ".join(f"{float(v):.2f}" for v in np.atleast_1d(values))
+
+
+# -- RQ2: attention distance (Fig 3), receptive fields (Fig 6), skips (Fig 7, 8), local heads (Fig 5) -------
+def attention_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.attention_distance import attention_distances
+
+    return attention_distances(model, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+
+
+def local_share(result: Any) -> np.ndarray:
+    """Share of heads per block attending more locally than half the uniform-attention distance."""
+    return result.share_below(0.5 * float(result.metadata["uniform_distance"]))
+
+
+def attention_section(vit: str, random_vit: str) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import attention_distance_figures
+
+        results = bundle.unbundle()
+        figures = [p for name, r in results.items() for p in _figure(attention_distance_figures(r, figures_dir / "rq2" / f"attention_{name}"))]
+        numbers: dict[str, Any] = {}
+        for name, r in results.items():
+            numbers[f"mean_distance_px[{name}]"] = _fmt(r.distance.mean(axis=1))
+            numbers[f"share_below_half_width[{name}]"] = _fmt(r.share_below(r.image_width / 2))
+            numbers[f"share_local[{name}]"] = _fmt(local_share(r))
+        findings = []
+        if vit in results:
+            r = results[vit]
+            random = results.get(random_vit)
+            first, last = r.distance[0], r.distance[-1]
+            baseline = f"random init: first {random.distance[0].mean():.1f} px, last {random.distance[-1].mean():.1f} px" if random else ""
+            findings.append(Finding(
+                "Higher blocks attend globally (Fig 3); rule: mean attention distance of the last block > the first block's",
+                f"first block {first.mean():.1f} px, last block {last.mean():.1f} px (uniform attention: {r.metadata['uniform_distance']:.1f} px)",
+                verdict(last.mean() > first.mean()), baseline))
+            findings.append(Finding(
+                "Lowest blocks mix local and global heads, top blocks have only global heads (Fig 3; needs large-scale pre-training); rule: "
+                "the first block has a head below half the uniform distance and its distance range is wider than the last block's",
+                f"local heads: first {local_share(r)[0]:.0%}, last {local_share(r)[-1]:.0%}; range first {np.ptp(first):.1f} px, last {np.ptp(last):.1f} px",
+                verdict(local_share(r)[0] > 0 and np.ptp(first) > np.ptp(last))))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="Mean attention distance per head (PAPER.md §2): prefix tokens dropped as queries and keys, not renormalised.")
+
+    return section
+
+
+def receptive_field_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.receptive_field import effective_receptive_fields
+
+    return effective_receptive_fields(model, dataset, n=32, batch_size=32, seed=settings.seed)
+
+
+def receptive_field_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import receptive_field_figures
+
+        results = bundle.unbundle()
+        figures = [p for name, r in results.items() for p in _figure(receptive_field_figures(r, figures_dir / "rq2" / f"erf_{name}"))]
+        numbers = {f"radius_50_px[{name}]": _fmt(r["radius_50"]) for name, r in results.items()}
+        numbers.update({f"radius_90_px[{name}]": _fmt(r["radius_90"]) for name, r in results.items()})
+        findings = []
+        if vit in results and cnn in results:
+            v, c = results[vit]["radius_50"], results[cnn]["radius_50"]
+            findings.append(Finding(
+                "ViT receptive fields are larger than ResNet's in the lowest layers (Fig 6); rule: 50%-mass radius of the ViT's first block > the ResNet's first unit",
+                f"{v[0]:.1f} px (ViT) vs {c[0]:.1f} px (ResNet)", verdict(bool(v[0] > c[0]))))
+            findings.append(Finding(
+                "ResNet receptive fields grow gradually with depth (Fig 6); rule: the ResNet's 50%-mass radius never shrinks by more than 0.5 px from one unit to the next and ends larger than it starts",
+                f"ResNet radii {_fmt(c)} px", verdict(bool(np.all(np.diff(c) > -0.5) and c[-1] > c[0]))))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="Effective receptive fields |∂y(centre)/∂x| after the residual add, 32 images, normalised to [0, 1] (PAPER.md §4).")
+
+    return section
+
+
+def skips_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.skip_norms import skip_norm_ratios
+
+    return skip_norm_ratios(model, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+
+
+def skips_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import plot_skip_norms, save_figure
+
+        results = bundle.unbundle()
+        figures = _figure(save_figure(plot_skip_norms(list(results.values())), figures_dir / "rq2" / "skip_norms"))
+        numbers = {f"{label}[{name}]": _fmt(line) for name, r in results.items() for label, line in r.lines().items()}
+        findings = []
+        if vit in results and cnn in results:
+            v, c = results[vit], results[cnn]
+            vit_ratio = float(np.nanmedian(np.concatenate([v["attention_spatial"], v["mlp_spatial"]])))
+            cnn_ratio = float(np.nanmedian(c["shortcut_over_branch"][np.isfinite(c["shortcut_over_branch"])]))
+            findings.append(Finding(
+                "Skip connections dominate more in ViT than in ResNet (Fig 7); rule: median ‖skip‖/‖branch‖ over the ViT's blocks (spatial tokens) > the ResNet's",
+                f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio)))
+            if "mlp_cls" in v.arrays:
+                gap = np.log(v["mlp_cls"]) - np.log(v["mlp_spatial"])
+                half = len(gap) // 2
+                early, late = float(np.nanmean(gap[:half])), float(np.nanmean(gap[half:]))
+                findings.append(Finding(
+                    "Phase change: the CLS token is carried by the skip path early and changed by the MLPs late, spatial tokens the reverse (Fig 7); "
+                    "rule: log(CLS ratio / spatial ratio) of the MLP skips is higher in the first half of the blocks than in the second",
+                    f"mean log ratio {early:.2f} (first half) vs {late:.2f} (second half)", verdict(early > late)))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="Ratio of the norms of the skip path and the branch per block (PAPER.md §5); CLS = token 0, spatial = mean over the rest.")
+
+    return section
+
+
+def head_similarity_run(models: dict[str, Model], dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.head_similarity import head_similarity
+
+    vit, cnn = list(models.values())
+    return head_similarity(vit, cnn, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+
+
+def head_similarity_section(result: Any, figures_dir: Path) -> Section:
+    from seelike.plots import head_similarity_figures
+
+    figures = _figure(head_similarity_figures(result, figures_dir / "rq2" / "heads"))
+    spearman = result["spearman"]
+    numbers = {"spearman[windows]": _fmt(spearman), "spearman[single heads]": _fmt(result["spearman_single_heads"]),
+               "head_distance_px": _fmt(result["head_distance"])}
+    mean = float(np.nanmean(spearman))
+    findings = [Finding(
+        "Local heads of the first ViT block resemble lower CNN layers more than global heads do (Fig 5); rule: mean over lower ResNet units of the Spearman correlation between window distance and CKA < 0",
+        f"Spearman {mean:.2f} (per unit: {_fmt(spearman)})", verdict(mean < 0))]
+    return Section(figures=figures, numbers=numbers, findings=findings,
+                   text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (PAPER.md §3).")
+
+
+def noskip_section(reference: str, removed: dict[str, int]) -> Callable[[CKAResult, Path], Section]:
+    def section(result: CKAResult, figures_dir: Path) -> Section:
+        from seelike.analyses.skip_norms import neighbour_cka
+        from seelike.models.zoo import manifests
+
+        figures = [paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key]
+        shipped = manifests()
+        numbers: dict[str, Any] = {}
+        findings = []
+        for name, block in removed.items():
+            if name not in result.models:
+                continue
+            without, with_skips = neighbour_cka(result, name, block), neighbour_cka(result, reference, block)
+            numbers[f"cka(block {block - 1}, block {block + 1})[{name}]"] = round(without, 4)
+            numbers[f"cka(block {block - 1}, block {block + 1})[{reference}]"] = round(with_skips, 4)
+            accuracy = ""
+            if name in shipped and reference in shipped:
+                accuracy = f"; test accuracy {shipped[name]['test_accuracy']:.2%} vs {shipped[reference]['test_accuracy']:.2%} with skips"
+            findings.append(Finding(
+                f"Removing both skips of block {block} splits the CKA heatmap there (Fig 8); rule: CKA between blocks {block - 1} and {block + 1} is lower without the skips",
+                f"{without:.3f} without vs {with_skips:.3f} with skips{accuracy}", verdict(without < with_skips)))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="ViTs trained with both skip connections of one block removed (PAPER.md §5, Fig 8).")
+
+    return section
+
+
+# -- RQ3: localization (Fig 9, 10) and probes (Fig 11) --------------------------------------------------------
+def localization_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.localization import spatial_localization
+
+    return spatial_localization(model, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+
+
+def localization_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import plot_localization, save_figure
+
+        results = bundle.unbundle()
+        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_localization(r), figures_dir / "rq3" / f"localization_{name}"))]
+        numbers = {}
+        for name, r in results.items():
+            for index, layer in enumerate(r.layers):
+                numbers[f"share_first[{name}/{layer}]"] = round(float(r["share_first"][index]), 4)
+                numbers[f"diagonal_gap[{name}/{layer}]"] = round(float(r["diagonal_gap"][index]), 4)
+        findings = []
+        gaps = {name: float(r["diagonal_gap"][0]) for name, r in results.items()}  # the penultimate block: first layer by default
+        if vit in gaps and gap in gaps:
+            findings.append(Finding(
+                "CLS-trained ViT tokens localize more clearly than GAP-trained ViT tokens (Fig 9, 10); rule: diagonal-minus-off-diagonal CKA at the penultimate block is larger for the CLS model",
+                f"{gaps[vit]:.3f} (CLS) vs {gaps[gap]:.3f} (GAP)", verdict(gaps[vit] > gaps[gap])))
+        if vit in gaps and cnn in gaps:
+            findings.append(Finding(
+                "ResNet top layers localize less than CLS ViT tokens (Fig 10); rule: diagonal gap at the penultimate unit of the ResNet < the CLS ViT's",
+                f"{gaps[cnn]:.3f} (ResNet) vs {gaps[vit]:.3f} (CLS ViT)", verdict(gaps[cnn] < gaps[vit])))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="CKA over images between a token at position p and the input patch at every q, at the penultimate and last blocks (PAPER.md §6).")
+
+    return section
+
+
+PROBE_TRAIN_IMAGES = 10_000
+
+
+def probes_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.probes import probe_layers
+    from seelike.data import load_dataset
+
+    train_set = load_dataset(settings.data, split="train")
+    return probe_layers(model, train_set, dataset, n_train=min(PROBE_TRAIN_IMAGES, len(train_set)), n_test=settings.n, batch_size=settings.batch_size,
+                        readouts="all", shots=10, samples=5, seed=settings.seed)
+
+
+def probes_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import plot_probes, save_figure
+
+        results = bundle.unbundle()
+        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_probes(r), figures_dir / "rq3" / f"probes_{name}"))]
+        numbers = {}
+        for name, r in results.items():
+            for readout in r.readouts:
+                if readout != "tokens":
+                    numbers[f"probe_accuracy[{name}/{readout}]"] = _fmt(r.curve(readout)[0])
+            if "token_accuracy" in r.arrays:
+                numbers[f"token_probe_accuracy[{name}]"] = _fmt(np.nanmean(r["token_accuracy"], axis=1))
+        findings = []
+        token = {name: np.nanmean(r["token_accuracy"], axis=1) for name, r in results.items() if "token_accuracy" in r.arrays}
+        if vit in token and gap in token:
+            findings.append(Finding(
+                "Per-token probes stay low at the top of CLS models and rise high in GAP models (Fig 11 left); rule: last-block per-token accuracy of the GAP ViT > the CLS ViT's",
+                f"{token[gap][-1]:.2%} (GAP) vs {token[vit][-1]:.2%} (CLS)", verdict(token[gap][-1] > token[vit][-1])))
+        if vit in results and {"cls", "gap"} <= set(results[vit].readouts):
+            cls_curve, pooled = results[vit].curve("cls")[0], results[vit].curve("gap")[0]
+            findings.append(Finding(
+                "In a CLS model the pooled spatial-token readout falls behind the CLS readout in the last blocks (Fig 11 right); rule: last-block accuracy via the CLS token > via the mean of spatial tokens",
+                f"{cls_curve[-1]:.2%} (CLS token) vs {pooled[-1]:.2%} (spatial mean)", verdict(cls_curve[-1] > pooled[-1])))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text=f"Closed-form ridge probes on {PROBE_TRAIN_IMAGES} training images, scored on the test images; few-shot: 10 per class, 5 samples (PAPER.md §7).")
+
+    return section
+
+
+# -- RQ4: data scale (Fig 4, 12, 13) ------------------------------------------------------------------------
+def data_scale_run(models: dict[str, Model], dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.data_scale import data_scale
+
+    reference, *others, baseline = list(models.values())
+    return data_scale(reference, others, baseline, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+
+
+def data_scale_section(result: Any, figures_dir: Path) -> Section:
+    from seelike.plots import plot_data_scale, save_figure
+
+    figures = _figure(save_figure(plot_data_scale(result), figures_dir / "rq4" / "data_scale"))
+    numbers = {f"per_block_cka[{m}]": _fmt(row) for m, row in zip(result.models, result["per_block_cka"])}
+    numbers["per_block_cka[seed baseline]"] = _fmt(result["baseline"])
+    numbers.update({f"changed_blocks[{m}]": str(result.changed_blocks(m)) for m in result.models})
+    smallest = result.models[0]
+    row = result["per_block_cka"][0]
+    findings = [Finding(
+        "Lower blocks are already similar with little data; higher blocks need more (Fig 12); rule: for the smallest-data model, CKA to the 100% model is higher at the first block than at the last",
+        f"{smallest}: first block {row[0]:.3f}, last block {row[-1]:.3f}; seed baseline {result['baseline'][0]:.3f} → {result['baseline'][-1]:.3f}",
+        verdict(bool(row[0] > row[-1])), baseline=f"changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}")]
+    return Section(figures=figures, numbers=numbers, findings=findings,
+                   text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (PAPER.md §7).")
+
+
+def fraction_attention_section(models: list[str]) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import plot_attention_distance_depth, save_figure
+
+        results = bundle.unbundle()
+        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_attention_distance_depth(r), figures_dir / "rq4" / f"attention_{name}"))]
+        numbers = {f"share_local_first_block[{name}]": round(float(local_share(r)[0]), 4) for name, r in results.items()}
+        numbers.update({f"mean_distance_first_block_px[{name}]": round(float(r.distance[0].mean()), 3) for name, r in results.items()})
+        findings = []
+        present = [m for m in models if m in results]
+        if len(present) >= 2:
+            full, least = present[0], present[-1]
+            findings.append(Finding(
+                "With less pre-training data, lower blocks learn fewer local heads (Fig 4; a scale effect that may not show at this size); rule: the first block's mean attention distance is lower for the 100% model than for the smallest-data model",
+                f"{results[full].distance[0].mean():.1f} px ({full}) vs {results[least].distance[0].mean():.1f} px ({least})",
+                verdict(results[full].distance[0].mean() < results[least].distance[0].mean())))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="Mean attention distance per head of ViTs trained on 100% and less of the data (PAPER.md §2, Fig 4).")
+
+    return section
+
+
+def probe_comparison_section(models: list[str]) -> Callable[[ResultBundle, Path], Section]:
+    def section(bundle: ResultBundle, figures_dir: Path) -> Section:
+        from seelike.plots import plot_probe_comparison, save_figure
+
+        results = bundle.unbundle()
+        figures = _figure(save_figure(plot_probe_comparison(list(results.values()), readout="gap", regime="few_shot"), figures_dir / "rq4" / "probes"))
+        curves = {name: r.curve("gap", "few_shot")[0] for name, r in results.items()}
+        numbers = {f"few_shot_accuracy[{name}]": _fmt(c) for name, c in curves.items()}
+        findings = []
+        present = [m for m in models if m in curves]
+        if len(present) >= 2:
+            full, least = curves[present[0]], curves[present[-1]]
+            middle = slice(len(full) // 4, max(len(full) // 4 + 1, 3 * len(full) // 4))
+            findings.append(Finding(
+                "More pre-training data gives stronger intermediate layers (Fig 13 left); rule: mean 10-shot accuracy over the middle blocks is higher for the 100% model than for the smallest-data model",
+                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})", verdict(full[middle].mean() > least[middle].mean())))
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
+
+    return section
+
+
+def few_shot_probes_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
+    from seelike.analyses.probes import probe_layers
+    from seelike.data import load_dataset
+
+    return probe_layers(model, load_dataset(settings.data, split="train"), dataset, n_train=0, n_test=settings.n,
+                        batch_size=settings.batch_size, readouts="gap", shots=10, samples=5, seed=settings.seed)
+
+
 # -- presets ----------------------------------------------------------------------------------------------
 #: Each preset names a model per role; ``seelike study --models ROLE=SPEC`` replaces any of them.
 ZOO_MODELS = {
@@ -104,6 +434,12 @@ ZOO_MODELS = {
     "vit_gap": "zoo:vit-gap",
     "resnet": "zoo:resnet",
     "mixer": "zoo:mixer",
+    "vit_seed1": "zoo:vit-cls-seed1",
+    "vit_noskip_early": "zoo:vit-cls-noskip-early",
+    "vit_noskip_mid": "zoo:vit-cls-noskip-mid",
+    "vit_frac30": "zoo:vit-cls-frac30",
+    "vit_frac10": "zoo:vit-cls-frac10",
+    "vit_frac03": "zoo:vit-cls-frac03",
 }
 PAPER_MODELS = {
     "vit": "timm:vit_base_patch16_224.augreg_in21k?pretrained=1",
@@ -112,6 +448,8 @@ PAPER_MODELS = {
     "mixer": "timm:mixer_b16_224.goog_in21k?pretrained=1",
 }
 PRESET_MODELS = {"zoo": ZOO_MODELS, "paper": PAPER_MODELS}
+#: the block whose two skip connections the no-skip models lack (zoo recipes: the second and the middle block)
+NOSKIP_BLOCKS = {"vit_noskip_early": 1, "vit_noskip_mid": 3}
 PRESET_SETTINGS = {
     "zoo": StudySettings(data="fashion-mnist", n=5000, batch_size=500),
     "paper": StudySettings(data="imagefolder:~/imagenet/val", n=10240, batch_size=1024),
@@ -126,12 +464,45 @@ def random_init(spec: str) -> str:
 
 
 def build_steps(models: dict[str, str]) -> list[StudyStep]:
-    """The study's steps over the models named per role."""
-    vit, cnn, mixer = models["vit"], models["resnet"], models["mixer"]
-    return [
+    """The study's steps over the models named per role (PAPER.md: RQ1-RQ5)."""
+    vit, gap, cnn, mixer = models["vit"], models["vit_gap"], models["resnet"], models["mixer"]
+    fractions = [models[role] for role in ("vit_frac30", "vit_frac10", "vit_frac03") if role in models]
+    by_spec = unique_names([*models.values(), *(random_init(spec) for spec in models.values())])
+    names = {role: by_spec[spec] for role, spec in models.items()}
+    v, g, c = names["vit"], names["vit_gap"], names["resnet"]
+    steps = [
         StudyStep("rq1_layer_similarity", "RQ1", "Layer similarity within and across ViT and ResNet (Fig 1, 2)",
-                  (vit, cnn, random_init(vit), random_init(cnn)), cka_run(), rq1_section(short_name(vit), short_name(cnn)),
+                  (vit, cnn, random_init(vit), random_init(cnn)), cka_run(), rq1_section(v, c, by_spec[random_init(vit)], by_spec[random_init(cnn)]),
                   optional_models=True),
+        StudyStep("rq2_attention_distance", "RQ2", "How far each head looks (Fig 3)", (vit, gap, random_init(vit)),
+                  per_model(attention_run), attention_section(v, by_spec[random_init(vit)]), optional_models=True),
+        StudyStep("rq2_receptive_fields", "RQ2", "Effective receptive fields (Fig 6)", (vit, cnn), per_model(receptive_field_run),
+                  receptive_field_section(v, c), optional_models=True),
+        StudyStep("rq2_skip_norms", "RQ2", "What the skip connections carry (Fig 7)", (vit, cnn), per_model(skips_run),
+                  skips_section(v, c), optional_models=True),
+        StudyStep("rq2_local_heads", "RQ2", "Local heads against lower ResNet layers (Fig 5)", (vit, cnn), head_similarity_run,
+                  head_similarity_section),
+        StudyStep("rq3_localization", "RQ3", "Spatial localization: CLS vs GAP ViT vs ResNet (Fig 9, 10)", (vit, gap, cnn),
+                  per_model(localization_run), localization_section(v, g, c), optional_models=True),
+        StudyStep("rq3_probes", "RQ3", "Probes per token and per readout (Fig 11)", (vit, gap, cnn), per_model(probes_run),
+                  probes_section(v, g, c), optional_models=True),
         StudyStep("rq5_mixer", "RQ5", "MLP-Mixer against ViT and ResNet (appendix H)", (mixer, vit, cnn), cka_run(),
-                  rq5_section(short_name(mixer), short_name(vit), short_name(cnn))),
+                  rq5_section(names["mixer"], v, c)),
     ]
+    if "vit_noskip_early" in models or "vit_noskip_mid" in models:
+        removed = {names[role]: NOSKIP_BLOCKS[role] for role in NOSKIP_BLOCKS if role in models}
+        specs = tuple(models[role] for role in NOSKIP_BLOCKS if role in models)
+        steps.insert(5, StudyStep("rq2_no_skip", "RQ2", "ViTs with the skips of one block removed (Fig 8)", (vit, *specs), cka_run(),
+                                  noskip_section(v, removed), optional_models=True))
+    fraction_names = [by_spec[f] for f in fractions]
+    if fractions and "vit_seed1" in models:
+        steps.append(StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)",
+                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section))
+    if fractions:
+        steps += [
+            StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", (vit, *fractions),
+                      per_model(attention_run), fraction_attention_section([v, *fraction_names]), optional_models=True),
+            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", (vit, *fractions, cnn),
+                      per_model(few_shot_probes_run), probe_comparison_section([v, *fraction_names]), optional_models=True),
+        ]
+    return steps

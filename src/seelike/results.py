@@ -121,3 +121,28 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+@dataclass(frozen=True)
+class ResultBundle(Result):
+    """Several results of one analysis (e.g. a trained model and its random-init baseline) saved as one.
+
+    Arrays are stored as ``"{key}::{array}"`` and metadata per key; :meth:`unbundle` gives the
+    typed results back.
+    """
+
+    kind: ClassVar[str] = "bundle"
+
+    @classmethod
+    def of(cls, results: Mapping[str, Result]) -> ResultBundle:
+        arrays = {f"{key}::{name}": value for key, result in results.items() for name, value in result.arrays.items()}
+        metadata = {"results": {key: {"kind": result.kind, "metadata": dict(result.metadata)} for key, result in results.items()}}
+        return cls(arrays=arrays, metadata=metadata)
+
+    def unbundle(self) -> dict[str, Result]:
+        """The bundled results by key, each as its own Result subclass."""
+        results = {}
+        for key, entry in self.metadata["results"].items():
+            arrays = {name.split("::", 1)[1]: value for name, value in self.arrays.items() if name.split("::", 1)[0] == key}
+            results[key] = _RESULT_KINDS.get(entry["kind"], Result)(arrays=arrays, metadata=entry["metadata"])
+        return results

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from seelike.errors import InvalidInputError, ModelLoadError, SeelikeError
-from seelike.models.model import Model
+from seelike.models.model import Model, unique_names
 from seelike.results import Result, atomic_write_text, load_result, seelike_version
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,9 @@ class StepOutcome:
 class ModelPool:
     """Loads each model spec once per study and remembers what could not be loaded."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, names: dict[str, str] | None = None) -> None:
         self.device = device
+        self.names = names or {}
         self._models: dict[str, Model] = {}
         self.missing: dict[str, str] = {}
 
@@ -114,11 +115,13 @@ class ModelPool:
         from seelike.models import load_model
 
         try:
-            self._models[spec] = load_model(spec, device=self.device)
+            model = load_model(spec, device=self.device)
         except ModelLoadError as error:
             self.missing[spec] = str(error)
             return None
-        return self._models[spec]
+        model.label = self.names.get(spec)
+        self._models[spec] = model
+        return model
 
 
 def cache_key(step: StudyStep, models: Sequence[Model], settings: StudySettings) -> str:
@@ -148,7 +151,7 @@ def run_study(
     out = Path(out)
     figures_dir = out / "report" / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    pool = ModelPool(settings.device)
+    pool = ModelPool(settings.device, unique_names([spec for step in steps for spec in step.models]))
     dataset = None
     outcomes: list[StepOutcome] = []
     study_started = time.perf_counter()

@@ -35,6 +35,21 @@ def short_name(spec: str) -> str:
     return f"{name}-random" if "init=random" in query.split("&") else name
 
 
+def unique_names(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Short names for several specs, distinct even when two specs share a short name
+    (``seelike:vit?seed=1`` and ``seelike:vit`` become ``vit[seed=1]`` and ``vit``)."""
+    specs = list(dict.fromkeys(specs))
+    names = {spec: short_name(spec) for spec in specs}
+    for spec in specs:
+        if sum(name == names[spec] for name in names.values()) > 1 and "?" in spec:
+            query = "&".join(item for item in spec.partition("?")[2].split("&") if item != "init=random")
+            names[spec] = f"{names[spec]}[{query}]" if query else names[spec]
+    clashes = sorted({name for name in names.values() if list(names.values()).count(name) > 1})
+    if clashes:
+        raise InvalidInputError(f"these model specs get the same name {clashes}; give them distinct specs")
+    return names
+
+
 @dataclass(frozen=True)
 class Layer:
     """One place in the forward pass where an analysis can read a tensor.
