@@ -152,6 +152,6 @@ def test_report_numbers_match_results_json(study_dir):
     page = (study_dir / "report" / "index.html").read_text()
     for step in document["steps"].values():
         for value in step["numbers"].values():
-            assert str(value) in page
+            assert html.escape(str(value)) in page
         for finding in step["findings"]:
-            assert finding["measured"] in page.replace("&#x27;", "'")
+            assert html.escape(finding["measured"]) in page
