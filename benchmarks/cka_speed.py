@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import gc
 import glob
 import json
@@ -190,6 +191,36 @@ def forward_only(models: list[Model], batches: list[tuple[Tensor, Tensor, Tensor
         for images, _, _ in batches:
             for model in models:
                 model.module(model.preprocess(images))
+
+
+def forward_and_seelike(models: list[Model], copies: list[nn.Module], batches: list[tuple[Tensor, Tensor, Tensor]]):
+    """Case 1, interleaved batch by batch: forward-only of batch i (on hook-free copies of the modules, same
+    weights) and seelike's capture + MinibatchCKA.update of batch i, alternating which goes first. Returns
+    (forward seconds, seelike seconds, seelike result); seelike's time includes result() and hook removal."""
+    layers = [model.select("blocks") for model in models]
+    accumulator = MinibatchCKA()
+    stream = capture_batches(models, layers, iter(batches), progress=False)
+    forward_seconds = seelike_seconds = 0.0
+    gc.collect()
+    for index, (images, _, _) in enumerate(batches):
+        for step in ((0, 1) if index % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            if step == 0:
+                with torch.inference_mode():
+                    for model, module in zip(models, copies):
+                        module(model.preprocess(images))
+                forward_seconds += time.perf_counter() - start
+            else:
+                activations, _, _ = next(stream)
+                accumulator.update(activations)
+                del activations
+                seelike_seconds += time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in stream:  # exhausts the generator: removes the hooks
+        pass
+    result = accumulator.result()
+    seelike_seconds += time.perf_counter() - start
+    return forward_seconds, seelike_seconds, result
 
 
 def seelike_heatmap(models: list[Model], batches: list[tuple[Tensor, Tensor, Tensor]]):
@@ -364,23 +395,33 @@ def main() -> None:
 
     # ---- cases 1 and 3 -----------------------------------------------------------------------------------
     if not {"1", "3"} <= skip:
-        commands: dict[str, Callable[[], object]] = {
-            "forward": lambda: forward_only(models, batches),
-            "seelike": lambda: seelike_heatmap(models, batches),
-        }
+        copies = [copy.deepcopy(model.module) for model in models]  # forward-only runs while seelike's hooks are on
+        pair_times: dict[str, list[float]] = {"forward": [], "seelike": []}
+
+        def case_one():
+            forward_seconds, seelike_seconds, result = forward_and_seelike(models, copies, batches)
+            pair_times["forward"].append(forward_seconds)
+            pair_times["seelike"].append(seelike_seconds)
+            print(f"    forward {forward_seconds:.2f} s, seelike {seelike_seconds:.2f} s", flush=True)
+            return result
+
+        commands: dict[str, Callable[[], object]] = {"forward + seelike, batch-interleaved": case_one}
         if "3" not in skip and pytorch_cka is not None:
             commands["pytorch-cka"] = lambda: pytorch_cka_pair(pytorch_cka, vit, resnet, images)
         if "3" not in skip and ckatorch is not None:
             commands["ckatorch"] = lambda: ckatorch_pair(ckatorch, vit, resnet, images)
         print(f"cases 1 and 3: {n} images, batch {batch_size}, {rounds} rounds of {list(commands)}", flush=True)
         times, values = interleave(commands, rounds, "case 1/3")
-        result = values["seelike"]
+        times.update(pair_times)
+        result = values["forward + seelike, batch-interleaved"]
         cross, _, _ = result.block(vit.name, resnet.name)
         case = "1 ViT-Ti + R18"
         table.add(case, f"forward only, both models ({n} images, batch {batch_size})", seconds_text(times["forward"]))
         table.add(case, "seelike: capture + MinibatchCKA, 20 layers (20×20 heatmap)", seconds_text(times["seelike"]))
         ratio = paired_ratio(times["seelike"], times["forward"])
         table.check(case, "seelike / forward only", ratio, "{:.3f}", "≤ 1.05", ratio <= 1.05)
+        clipped = np.clip(cross, 0.0, 1.0)
+        table.add(case, "seelike ViT×ResNet CKA: min, max (float64)", f"{cross.min():.4f}, {cross.max():.4f}", "", "info")
         for peer in ("pytorch-cka", "ckatorch"):
             if peer not in times:
                 table.add("3 peers", f"{peer}", "not installed (see README)")
@@ -390,6 +431,10 @@ def main() -> None:
             table.add("3 peers", f"{peer} time / seelike time", f"{peer_ratio:.2f}×", "", "info")
             difference = float(np.max(np.abs(values[peer] - cross)))
             table.add("3 peers", f"max abs(CKA {peer} − seelike float64)", f"{difference:.2e}", "", "info")
+            if peer == "pytorch-cka":
+                difference = float(np.max(np.abs(values[peer] - clipped)))
+                table.add("3 peers", "max abs(CKA pytorch-cka − seelike clipped to [0, 1] as pytorch-cka clips)",
+                          f"{difference:.2e}", "", "info")
 
     # ---- case 4 ------------------------------------------------------------------------------------------
     if "4" not in skip and pytorch_cka is not None:
@@ -445,8 +490,13 @@ def main() -> None:
         speedup = paired_ratio(times["pytorch-cka"], times["seelike"])
         table.check(case, "seelike speed-up over pytorch-cka", speedup, "{:.2f}×", "≥ 1.5×", speedup >= 1.5)
         cross, _, _ = values["seelike"].block("x", "y")
-        difference = float(np.max(np.abs(values["pytorch-cka"].double().numpy() - cross)))
-        table.add(case, "max abs(CKA pytorch-cka − seelike float64)", f"{difference:.2e}", "", "info")
+        peer = values["pytorch-cka"].double().numpy()
+        table.add(case, "seelike x×y CKA: min, max (float64)", f"{cross.min():.4f}, {cross.max():.4f}", "", "info")
+        table.add(case, "max abs(CKA pytorch-cka − seelike float64)", f"{np.max(np.abs(peer - cross)):.2e}", "", "info")
+        clipped = np.clip(cross, 0.0, 1.0)
+        table.add(case, "max abs(CKA pytorch-cka − seelike clipped to [0, 1])", f"{np.max(np.abs(peer - clipped)):.2e}", "", "info")
+        peer64 = pytorch_cka.cka_from_features(X.double(), Y.double()).numpy()  # once, untimed: its float32 rounding?
+        table.add(case, "max abs(CKA pytorch-cka on float64 copies − seelike clipped)", f"{np.max(np.abs(peer64 - clipped)):.2e}", "", "info")
         del X, Y, values
         gc.collect()
 

@@ -20,22 +20,13 @@ from seelike.analyses.attention_distance import (
 )
 from seelike.capture import Capture
 from seelike.cli import app
-from seelike.data import iterate_batches, load_dataset
+from seelike.data import load_dataset
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.results import load_result
 
 GRID, PATCH = (7, 7), 4
 P = GRID[0] * GRID[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest and avoids stalls when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

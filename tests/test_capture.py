@@ -3,8 +3,6 @@ shared modules refused, nothing kept between calls, several models streamed toge
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -13,15 +11,6 @@ from seelike.capture import Capture, ThroughputMeter, capture_batches, forward_o
 from seelike.errors import CaptureError, InvalidInputError, UnknownLayerError
 from seelike.models import Layer, Model, Preprocessing, load_model
 from seelike.models.adapters import describe
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models: on a shared 2-core machine, OpenMP barriers cost more than a second thread gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

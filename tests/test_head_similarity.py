@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from seelike.analyses.head_similarity import HeadSimilarityResult, head_similarity, head_windows, rank, spearman_correlation
+from seelike.analyses.head_similarity import (
+    HeadSimilarityResult,
+    head_similarity,
+    head_windows,
+    rank,
+    spearman_correlation,
+)
 from seelike.capture import capture_batches
 from seelike.cli import app
 from seelike.data import iterate_batches, load_dataset
@@ -15,14 +20,6 @@ from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.results import load_result
 from seelike.similarity import MinibatchCKA
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

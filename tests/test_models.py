@@ -17,7 +17,12 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from seelike.capture import Capture
-from seelike.errors import InvalidInputError, ModelLoadError, SeelikeError, UnknownLayerError
+from seelike.errors import (
+    InvalidInputError,
+    ModelLoadError,
+    SeelikeError,
+    UnknownLayerError,
+)
 from seelike.models import Model, Preprocessing, load_model, save_checkpoint
 
 IMPORTED = [
@@ -62,15 +67,6 @@ EXPECTED: dict[str, tuple] = {
 }
 TOKEN_ROLES = {"input", "norm1", "attn", "attn_residual", "norm2", "mlp", "output"}
 RESIDUAL_ROLES = {"input", "shortcut", "branch", "output"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are small: on a shared 2-core machine, OpenMP barriers cost more than a second thread gains."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

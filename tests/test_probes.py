@@ -8,7 +8,13 @@ import torch
 from typer.testing import CliRunner
 
 from seelike import load_result
-from seelike.analyses.probes import RidgeProbe, few_shot_indices, probe_layers, readout_features, resolve_readouts
+from seelike.analyses.probes import (
+    RidgeProbe,
+    few_shot_indices,
+    probe_layers,
+    readout_features,
+    resolve_readouts,
+)
 from seelike.cli import app
 from seelike.data import load_dataset
 from seelike.errors import InvalidInputError

@@ -8,21 +8,17 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from seelike.analyses.receptive_field import ReceptiveFieldResult, effective_receptive_fields, mass_radius
+from seelike.analyses.receptive_field import (
+    ReceptiveFieldResult,
+    effective_receptive_fields,
+    mass_radius,
+)
 from seelike.cli import app
 from seelike.data import load_dataset
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.models.model import Layer, Model, Preprocessing
 from seelike.results import load_result
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

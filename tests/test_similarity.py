@@ -26,15 +26,6 @@ from seelike.similarity import (
 KERNEL_ESTIMATORS = [(k, e) for k in ("linear", "rbf") for e in ("unbiased", "biased")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These matrices are tiny: one thread is fastest, and avoids stalls when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def gaussian(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 

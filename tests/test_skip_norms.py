@@ -13,7 +13,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 from seelike import load_result
-from seelike.analyses.skip_norms import SkipNormResult, SkipNorms, neighbour_cka, skip_norm_ratios
+from seelike.analyses.skip_norms import (
+    SkipNormResult,
+    SkipNorms,
+    neighbour_cka,
+    skip_norm_ratios,
+)
 from seelike.capture import Capture
 from seelike.cli import app
 from seelike.data import iterate_batches, load_dataset

@@ -9,7 +9,15 @@ import torch
 
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
-from seelike.train import MODEL_FILE, STATE_FILE, TENSORS_FILE, TrainConfig, Trainer, augment_batch, learning_rate
+from seelike.train import (
+    MODEL_FILE,
+    STATE_FILE,
+    TENSORS_FILE,
+    TrainConfig,
+    Trainer,
+    augment_batch,
+    learning_rate,
+)
 
 DATA = "synthetic:n=96,size=28,channels=1,classes=4,seed=3"
 TINY_VIT = {"width": 16, "depth": 2, "heads": 2, "mlp_ratio": 2.0}

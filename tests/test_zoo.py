@@ -7,7 +7,14 @@ import torch
 
 from seelike.errors import ModelLoadError
 from seelike.models import build_module, load_model
-from seelike.models.zoo import RECIPES, VIT_STEPS, manifests, sha256, verify, zoo_checkpoint
+from seelike.models.zoo import (
+    RECIPES,
+    VIT_STEPS,
+    manifests,
+    sha256,
+    verify,
+    zoo_checkpoint,
+)
 
 SHIPPED = manifests()
 MANIFEST_FIELDS = {"name", "arch", "parameters", "test_accuracy", "target_accuracy", "epochs", "steps", "fraction",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-
-import numpy as np
 from pathlib import Path
 from typing import Annotated, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table

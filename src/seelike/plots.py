@@ -66,9 +66,10 @@ def heatmap_figures(result: CKAResult, directory: str | Path) -> dict[str, list[
 
 
 # -- skip connections (Fig 7) and spatial localization (Fig 9, 10) -------------------------------
+from matplotlib.patches import Rectangle  # noqa: E402
+
 from seelike.analyses.localization import LocalizationResult  # noqa: E402
 from seelike.analyses.skip_norms import SkipNormResult  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
 
 _SKIP_STYLES = {"attention, CLS": ("C0", "-"), "attention, spatial": ("C0", "--"), "MLP, CLS": ("C1", "-"),
                 "MLP, spatial": ("C1", "--"), "shortcut / branch": ("C2", "-")}
