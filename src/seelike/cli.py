@@ -90,24 +90,33 @@ def _print_epoch(record: dict) -> None:
 
 
 @zoo_app.command("list")
-def zoo_list() -> None:
-    """The shipped models and what they reach."""
+def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table (for the README)")] = False) -> None:
+    """The zoo recipes, and what each shipped model reaches."""
     from seelike.models.zoo import RECIPES, manifests
 
     shipped = manifests()
-    table = Table(title="seelike zoo (Fashion-MNIST)")
-    for column in ("name", "params", "test acc", "target", "train time", "description"):
-        table.add_column(column)
+    header = ("name", "params", "test accuracy", "target", "training time", "description")
+    rows = []
     for name, (_, target, description) in RECIPES.items():
         m = shipped.get(name)
-        table.add_row(
+        rows.append((
             name,
             f"{m['parameters'] / 1e3:.0f}k" if m else "-",
             f"{m['test_accuracy']:.2%}" if m else "not shipped",
             f"{target:.0%}" if target else "-",
             f"{m['train_seconds'] / 60:.1f} min" if m else "-",
             description,
-        )
+        ))
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    table = Table(title="seelike zoo (Fashion-MNIST)")
+    for column in header:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
