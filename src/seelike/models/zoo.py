@@ -29,7 +29,7 @@ RECIPES: dict[str, tuple[TrainConfig, float | None, str]] = {
     "vit-cls": (TrainConfig("vit", {**VIT, "classifier": "cls"}, **VIT_RECIPE), 0.88, "ViT, CLS-token classifier"),
     "vit-gap": (TrainConfig("vit", {**VIT, "classifier": "gap"}, **VIT_RECIPE), 0.88, "ViT, global-average-pool classifier"),
     "resnet": (
-        TrainConfig("resnet", {"widths": (24, 48, 96), "units_per_stage": (2, 2, 2)}, epochs=15, lr=2e-3, augment="crop-flip", bf16=True),
+        TrainConfig("resnet", {"widths": (16, 32, 64), "units_per_stage": (2, 2, 2)}, epochs=15, lr=2e-3, augment="crop-flip", bf16=True),
         0.92,
         "ResNet for 28x28 (3 stages of 2 basic units)",
     ),
