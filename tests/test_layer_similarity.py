@@ -119,3 +119,27 @@ def test_cka_command_reports_a_bad_layer_with_close_names(tmp_path):
     outcome = CliRunner().invoke(app, ["cka", "seelike:vit?width=32&depth=2&heads=2", "--data", DATA, "--layers", "blocks.0.atn", "--out", str(tmp_path)])
     assert outcome.exit_code == 2
     assert "blocks.0.attn" in outcome.output and "Closest" in outcome.output
+
+
+def test_load_result_types_every_kind_in_a_fresh_process(tmp_path, dataset, vit):
+    """load_result must give the typed result even when the caller never imported its module."""
+    import subprocess
+    import sys
+
+    layer_similarity([vit], dataset, n=16, batch_size=8).save(tmp_path)
+    code = f"from seelike import load_result; r = load_result({str(tmp_path)!r}); print(type(r).__name__, r.block('vit')[0].shape)"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["CKAResult", "(3,", "3)"]
+
+
+def test_every_result_kind_has_its_module_registered():
+    import importlib
+    import pkgutil
+
+    import seelike.analyses
+    from seelike.results import _KIND_MODULES, _RESULT_KINDS
+
+    for module in pkgutil.iter_modules(seelike.analyses.__path__):
+        importlib.import_module(f"seelike.analyses.{module.name}")
+    importlib.import_module("seelike.similarity")
+    assert set(_RESULT_KINDS) - {"result", "bundle"} == set(_KIND_MODULES)

@@ -7,6 +7,7 @@ half-written result that a later run would trust.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
@@ -24,6 +25,17 @@ ARRAYS_FILE = "result.npz"
 METADATA_FILE = "result.json"
 
 _RESULT_KINDS: dict[str, type[Result]] = {}
+#: where each kind's Result subclass lives, so load_result can type a result without the caller importing it
+_KIND_MODULES = {
+    "cka": "seelike.similarity",
+    "attention_distance": "seelike.analyses.attention_distance",
+    "head_similarity": "seelike.analyses.head_similarity",
+    "receptive_field": "seelike.analyses.receptive_field",
+    "skip_norms": "seelike.analyses.skip_norms",
+    "localization": "seelike.analyses.localization",
+    "probes": "seelike.analyses.probes",
+    "data_scale": "seelike.analyses.data_scale",
+}
 
 
 def seelike_version() -> str:
@@ -87,8 +99,14 @@ def load_result(path: str | os.PathLike) -> Result:
         )
     with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
-    cls = _RESULT_KINDS.get(document.get("kind", "result"), Result)
-    return cls(arrays=arrays, metadata=document.get("metadata", {}))
+    return result_class(document.get("kind", "result"))(arrays=arrays, metadata=document.get("metadata", {}))
+
+
+def result_class(kind: str) -> type[Result]:
+    """The Result subclass of ``kind`` (importing its module on first use); plain Result if unknown."""
+    if kind not in _RESULT_KINDS and kind in _KIND_MODULES:
+        importlib.import_module(_KIND_MODULES[kind])
+    return _RESULT_KINDS.get(kind, Result)
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -144,5 +162,5 @@ class ResultBundle(Result):
         results = {}
         for key, entry in self.metadata["results"].items():
             arrays = {name.split("::", 1)[1]: value for name, value in self.arrays.items() if name.split("::", 1)[0] == key}
-            results[key] = _RESULT_KINDS.get(entry["kind"], Result)(arrays=arrays, metadata=entry["metadata"])
+            results[key] = result_class(entry["kind"])(arrays=arrays, metadata=entry["metadata"])
         return results
