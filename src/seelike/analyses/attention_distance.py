@@ -11,7 +11,6 @@ mass on prefix tokens are reported beside it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -20,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.capture import capture_batches
-from seelike.data import ImageDataset, iterate_batches
+from seelike.analyses import stream
+from seelike.data import ImageDataset
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -217,17 +216,4 @@ def attention_distances(
     progress: bool | None = None,
 ) -> AttentionDistanceResult:
     """Mean attention distance of every head of every block on ``n`` images of ``dataset`` (§2; default: all)."""
-    accumulator = AttentionDistance(model)
-    n = len(dataset) if n is None else n
-    started = time.perf_counter()
-    batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed)
-    for activations, _, _ in capture_batches([model], [accumulator.layers], batches, progress=progress, total=n):
-        accumulator.update(activations)
-    return accumulator.result({
-        "model_fingerprint": model.fingerprint(),
-        "data": dataset.spec,
-        "split": dataset.split,
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+    return stream(AttentionDistance(model), model, dataset, n, batch_size, seed, progress)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seelike.analyses import run_metadata
 from seelike.capture import Capture, ThroughputMeter
 from seelike.data import ImageDataset, iterate_batches
 from seelike.errors import InvalidInputError
@@ -277,10 +278,5 @@ def spatial_localization(
         meter.close()
     return accumulator.result({
         "positions": [list(p) for p in positions] if positions else None,
-        "model_fingerprint": model.fingerprint(),
-        "data": dataset.spec,
-        "split": dataset.split,
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
+        **run_metadata(model, dataset, batch_size, seed, started),
     })

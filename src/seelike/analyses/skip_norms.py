@@ -14,7 +14,6 @@ result's metadata names the blocks. :func:`neighbour_cka` reads the Fig 8 split 
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.capture import capture_batches
-from seelike.data import ImageDataset, iterate_batches
+from seelike.analyses import stream
+from seelike.data import ImageDataset
 from seelike.errors import InvalidInputError
 from seelike.models.model import BLOCK_OUTPUT, Layer, Model
 from seelike.results import Result
@@ -216,20 +215,7 @@ def skip_norm_ratios(
     progress: bool | None = None,
 ) -> SkipNormResult:
     """Skip/branch norm ratios of every block of ``model`` on ``n`` images of ``dataset`` (Fig 7; default: all)."""
-    accumulator = SkipNorms(model)
-    n = len(dataset) if n is None else n
-    started = time.perf_counter()
-    batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed)
-    for activations, _, _ in capture_batches([model], [accumulator.layers], batches, progress=progress, total=n):
-        accumulator.update(activations)
-    return accumulator.result({
-        "model_fingerprint": model.fingerprint(),
-        "data": dataset.spec,
-        "split": dataset.split,
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+    return stream(SkipNorms(model), model, dataset, n, batch_size, seed, progress)
 
 
 def neighbour_cka(result: CKAResult, model: str, block: int) -> float:
