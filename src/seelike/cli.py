@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -260,7 +263,15 @@ def study(
         console.print(f"[yellow]{failed} step(s) failed; their sections show the error[/yellow]")
 
 
-def _print_warnings(caught: list) -> None:
+@contextmanager
+def _reporting() -> Iterator[None]:
+    """Run an analysis for a command: a SeelikeError exits with its message, RuntimeWarnings print after."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        try:
+            yield
+        except SeelikeError as error:
+            _fail(error)
     for warning in caught:
         console.print(f"[yellow]warning:[/yellow] {warning.message}")
 
@@ -277,20 +288,13 @@ def skips(
     device: str = "cpu",
 ) -> None:
     """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7)."""
-    import warnings
-
     from seelike.analyses.skip_norms import skip_norm_ratios
     from seelike.data import load_dataset
     from seelike.plots import plot_skip_norms, save_figure
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            loaded = _load_models([model], device)[0]
-            result = skip_norm_ratios(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        loaded = _load_models([model], device)[0]
+        result = skip_norm_ratios(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
     result.save(out)
     figure = save_figure(plot_skip_norms(result), out / "skip_norms")
     lines = result.lines()
@@ -318,22 +322,15 @@ def localize(
     device: str = "cpu",
 ) -> None:
     """Spatial localization (paper Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
-    import warnings
-
     from seelike.analyses.localization import parse_positions, spatial_localization
     from seelike.data import load_dataset
     from seelike.plots import plot_localization, save_figure
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            chosen = parse_positions(positions) if positions else None
-            loaded = _load_models([model], device)[0]
-            result = spatial_localization(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
-                                          layers=",".join(layer) if layer else None, positions=chosen, seed=seed)
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        chosen = parse_positions(positions) if positions else None
+        loaded = _load_models([model], device)[0]
+        result = spatial_localization(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
+                                      layers=",".join(layer) if layer else None, positions=chosen, seed=seed)
     result.save(out)
     figure = save_figure(plot_localization(result), out / "localization")
     console.print(f"token vs input-cell CKA, {result.metadata['model']}, {result.metadata['n']} images of {result.metadata['data']}:")
@@ -360,23 +357,16 @@ def probe(
     device: str = "cpu",
 ) -> None:
     """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (paper Fig 11, 13)."""
-    import warnings
-
     from seelike.analyses.probes import probe_layers
     from seelike.data import load_dataset
     from seelike.plots import plot_probe_comparison, plot_probes, save_figure
 
     results = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            train_set, test_set = load_dataset(data, split="train"), load_dataset(data, split="test")
-            for model in _load_models(models, device):
-                results.append(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
-                                            readouts=readouts, shots=shots or None, samples=samples, seed=seed))
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        train_set, test_set = load_dataset(data, split="train"), load_dataset(data, split="test")
+        for model in _load_models(models, device):
+            results.append(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
+                                        readouts=readouts, shots=shots or None, samples=samples, seed=seed))
     for result in results:
         folder = out if len(results) == 1 else out / result.model
         result.save(folder)
@@ -414,21 +404,14 @@ def datascale(
     device: str = "cpu",
 ) -> None:
     """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (paper Fig 12)."""
-    import warnings
-
     from seelike.analyses.data_scale import data_scale
     from seelike.data import load_dataset
     from seelike.plots import plot_data_scale, save_figure
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            loaded = _load_models([reference, *others, baseline], device)
-            result = data_scale(loaded[0], loaded[1:-1], loaded[-1], load_dataset(data, split=split), n=n,
-                                batch_size=batch_size, repeats=repeats, seed=seed)
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        loaded = _load_models([reference, *others, baseline], device)
+        result = data_scale(loaded[0], loaded[1:-1], loaded[-1], load_dataset(data, split=split), n=n,
+                            batch_size=batch_size, repeats=repeats, seed=seed)
     result.save(out)
     figure = save_figure(plot_data_scale(result), out / "data_scale")
     meta = result.metadata
@@ -516,21 +499,14 @@ def heads(
     device: str = "cpu",
 ) -> None:
     """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (paper Fig 5, PAPER.md §3)."""
-    import warnings
-
     from seelike.analyses.head_similarity import head_similarity
     from seelike.data import load_dataset
     from seelike.plots import head_similarity_figures
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            vit_model, cnn_model = _load_models([vit, cnn], device)
-            result = head_similarity(vit_model, cnn_model, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed,
-                                     block=block, window=window, cnn_blocks=_parse_blocks(cnn_blocks))
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        vit_model, cnn_model = _load_models([vit, cnn], device)
+        result = head_similarity(vit_model, cnn_model, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed,
+                                 block=block, window=window, cnn_blocks=_parse_blocks(cnn_blocks))
     result.save(out)
     figures = head_similarity_figures(result, out)
     meta = result.metadata
@@ -562,21 +538,14 @@ def erf(
     device: str = "cpu",
 ) -> None:
     """Effective receptive fields of each block's central position (paper Fig 6, PAPER.md §4)."""
-    import warnings
-
     from seelike.analyses.receptive_field import effective_receptive_fields
     from seelike.data import load_dataset
     from seelike.plots import receptive_field_figures
 
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RuntimeWarning)
-            loaded = _load_models([model], device)[0]
-            result = effective_receptive_fields(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
-                                                blocks=_parse_blocks(blocks), pre_residual=pre_residual, channels=channels, seed=seed)
-    except SeelikeError as error:
-        _fail(error)
-    _print_warnings(caught)
+    with _reporting():
+        loaded = _load_models([model], device)[0]
+        result = effective_receptive_fields(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
+                                            blocks=_parse_blocks(blocks), pre_residual=pre_residual, channels=channels, seed=seed)
     result.save(out)
     figures = receptive_field_figures(result, out)
     meta = result.metadata
