@@ -87,7 +87,9 @@ def zoo_checkpoint(name: str) -> Path:
             f"zoo:{name} is a zoo recipe but its checkpoint is not shipped in this install. "
             f"Train it with `seelike zoo train {name}` (shipped: {', '.join(shipped) or 'none'})."
         )
-    raise ModelLoadError(f"no zoo model {name!r}. Closest: {', '.join(close_matches(name, list(RECIPES)))}; shipped: {', '.join(shipped) or 'none'}")
+    closest = close_matches(name, list(RECIPES))
+    hint = f" Closest: {', '.join(closest)};" if closest else f" Recipes: {', '.join(RECIPES)};"
+    raise ModelLoadError(f"no zoo model {name!r}.{hint} shipped: {', '.join(shipped) or 'none'}")
 
 
 def sha256(path: Path) -> str:
