@@ -18,6 +18,7 @@ from seelike.results import Result
 from seelike.study import Section, StudySettings, StudyStep, run_study
 
 VIT = "seelike:vit?width=32&depth=5&heads=4"
+LARGE = "seelike:vit?width=48&depth=6&heads=4"
 TINY = {
     "vit": VIT,
     "vit_gap": f"{VIT}&classifier=gap",
@@ -29,6 +30,9 @@ TINY = {
     "vit_frac30": f"{VIT}&seed=2",
     "vit_frac10": f"{VIT}&seed=3",
     "vit_frac03": f"{VIT}&seed=4",
+    "vit_large": f"{LARGE}",
+    "vit_large_frac10": f"{LARGE}&seed=2",
+    "vit_large_seed1": f"{LARGE}&seed=1",
 }
 SETTINGS = StudySettings(data="synthetic:n=256,size=28,channels=1,classes=4,seed=0", n=64, batch_size=32)
 MODELS_ARGS = [arg for role, spec in TINY.items() for arg in ("--models", f"{role}={spec}")]

@@ -358,21 +358,26 @@ def data_scale_run(models: dict[str, Model], dataset: Any, settings: StudySettin
     return data_scale(reference, others, baseline, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
 
 
-def data_scale_section(result: Any, figures_dir: Path) -> Section:
-    from seelike.plots import plot_data_scale, save_figure
+def data_scale_section(figure: str) -> Callable[[Any, Path], Section]:
+    """The Fig 12 section; ``figure`` names its image so that both model sizes keep theirs."""
 
-    figures = _figure(save_figure(plot_data_scale(result), figures_dir / "rq4" / "data_scale"))
-    numbers = {f"per_block_cka[{m}]": _fmt(row) for m, row in zip(result.models, result["per_block_cka"])}
-    numbers["per_block_cka[seed baseline]"] = _fmt(result["baseline"])
-    numbers.update({f"changed_blocks[{m}]": str(result.changed_blocks(m)) for m in result.models})
-    smallest = result.models[0]
-    row = result["per_block_cka"][0]
-    findings = [Finding(
-        "Lower blocks are already similar with little data; higher blocks need more (Fig 12); rule: for the smallest-data model, CKA to the 100% model is higher at the first block than at the last",
-        f"{smallest}: first block {row[0]:.3f}, last block {row[-1]:.3f}; seed baseline {result['baseline'][0]:.3f} → {result['baseline'][-1]:.3f}",
-        verdict(bool(row[0] > row[-1])), baseline=f"changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}")]
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (PAPER.md §7).")
+    def section(result: Any, figures_dir: Path) -> Section:
+        from seelike.plots import plot_data_scale, save_figure
+
+        figures = _figure(save_figure(plot_data_scale(result), figures_dir / "rq4" / figure))
+        numbers = {f"per_block_cka[{m}]": _fmt(row) for m, row in zip(result.models, result["per_block_cka"])}
+        numbers["per_block_cka[seed baseline]"] = _fmt(result["baseline"])
+        numbers.update({f"changed_blocks[{m}]": str(result.changed_blocks(m)) for m in result.models})
+        smallest = result.models[0]
+        row = result["per_block_cka"][0]
+        findings = [Finding(
+            "Lower blocks are already similar with little data; higher blocks need more (Fig 12); rule: for the smallest-data model, CKA to the 100% model is higher at the first block than at the last",
+            f"{smallest}: first block {row[0]:.3f}, last block {row[-1]:.3f}; seed baseline {result['baseline'][0]:.3f} → {result['baseline'][-1]:.3f}",
+            verdict(bool(row[0] > row[-1])), baseline=f"changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}")]
+        return Section(figures=figures, numbers=numbers, findings=findings,
+                       text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (PAPER.md §7).")
+
+    return section
 
 
 def fraction_attention_section(models: list[str]) -> Callable[[ResultBundle, Path], Section]:
@@ -440,6 +445,9 @@ ZOO_MODELS = {
     "vit_frac30": "zoo:vit-cls-frac30",
     "vit_frac10": "zoo:vit-cls-frac10",
     "vit_frac03": "zoo:vit-cls-frac03",
+    "vit_large": "zoo:vit-cls-large",
+    "vit_large_frac10": "zoo:vit-cls-large-frac10",
+    "vit_large_seed1": "zoo:vit-cls-large-seed1",
 }
 PAPER_MODELS = {
     "vit": "timm:vit_base_patch16_224.augreg_in21k?pretrained=1",
@@ -497,12 +505,17 @@ def build_steps(models: dict[str, str]) -> list[StudyStep]:
     fraction_names = [by_spec[f] for f in fractions]
     if fractions and "vit_seed1" in models:
         steps.append(StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)",
-                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section))
+                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section("data_scale")))
+    if {"vit_large", "vit_large_frac10", "vit_large_seed1"} <= set(models):
+        steps.append(StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)",
+                               (models["vit_large"], models["vit_large_frac10"], models["vit_large_seed1"]), data_scale_run,
+                               data_scale_section("data_scale_large")))
+    large = [models[role] for role in ("vit_large", "vit_large_frac10") if role in models]
     if fractions:
         steps += [
             StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", (vit, *fractions),
                       per_model(attention_run), fraction_attention_section([v, *fraction_names]), optional_models=True),
-            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", (vit, *fractions, cnn),
+            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", (vit, *fractions, *large, cnn),
                       per_model(few_shot_probes_run), probe_comparison_section([v, *fraction_names]), optional_models=True),
         ]
     return steps
