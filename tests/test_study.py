@@ -88,6 +88,19 @@ def test_a_step_whose_models_are_missing_is_skipped_with_the_reason(tmp_path):
     assert outcome.status == "skipped" and "no-such-model" in outcome.error and not calls
 
 
+def test_optional_models_run_without_the_missing_ones_unless_they_are_required(tmp_path):
+    calls: list[str] = []
+    base = counting_step("a", calls)
+    models = (TINY["vit"], "zoo:no-such-model")
+    optional = StudyStep("optional", "RQ4", "optional", models, base.run, base.section, optional_models=True)
+    outcome = run_study([optional], SETTINGS, tmp_path)[0]
+    assert outcome.status == "ok" and "no-such-model" in outcome.section.text and calls == ["a"]
+    required = StudyStep("required", "RQ4", "required", models, base.run, base.section, optional_models=True,
+                         required_models=("zoo:no-such-model",))
+    outcome = run_study([required], SETTINGS, tmp_path)[0]
+    assert outcome.status == "skipped" and "no-such-model" in outcome.error and calls == ["a"]
+
+
 def test_random_init_baseline_spec():
     assert random_init("zoo:vit-cls") == "zoo:vit-cls?init=random"
     assert random_init("timm:vit_base_patch16_224?pretrained=1&img_size=32") == "timm:vit_base_patch16_224?img_size=32&init=random"

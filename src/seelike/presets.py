@@ -505,7 +505,8 @@ def build_steps(models: dict[str, str]) -> list[StudyStep]:
     fraction_names = [by_spec[f] for f in fractions]
     if fractions and "vit_seed1" in models:
         steps.append(StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)",
-                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section("data_scale")))
+                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section("data_scale"),
+                               optional_models=True, required_models=(vit, models["vit_seed1"])))
     if {"vit_large", "vit_large_frac10", "vit_large_seed1"} <= set(models):
         steps.append(StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)",
                                (models["vit_large"], models["vit_large_frac10"], models["vit_large_seed1"]), data_scale_run,

@@ -86,6 +86,7 @@ class StudyStep:
     section: Callable[[Result, Path], Section] = field(repr=False, compare=False)
     params: dict[str, Any] = field(default_factory=dict)
     optional_models: bool = False  # run with the models that exist when some are not shipped
+    required_models: tuple[str, ...] = ()  # with optional_models: the ones it still cannot run without
 
 
 @dataclass
@@ -160,7 +161,7 @@ def run_study(
         loaded = {spec: pool.get(spec) for spec in step.models}
         available = {spec: model for spec, model in loaded.items() if model is not None}
         absent = [spec for spec, model in loaded.items() if model is None]
-        if absent and (not step.optional_models or len(available) < 1):
+        if absent and (not step.optional_models or not available or set(absent) & set(step.required_models)):
             reasons = "; ".join(f"{spec}: {pool.missing[spec]}" for spec in absent)
             outcome = StepOutcome(step, "skipped", error=f"models not available: {reasons}")
         else:
