@@ -147,6 +147,7 @@ def test_accumulator_over_batches_equals_one_shot_and_merge_equals_single(vit, d
         ("seelike:vit", 6, 4, 1),
         ("timm:vit_tiny_patch16_224?img_size=64", 12, 3, 1),
         ("timm:deit_tiny_distilled_patch16_224?img_size=64", 12, 3, 2),
+        ("timm:vit_tiny_patch16_224?img_size=64&reg_tokens=4", 12, 3, 5),
     ],
 )
 def test_real_vits_run_end_to_end(spec, blocks, heads, prefix, data, tmp_path):
