@@ -32,16 +32,20 @@ def state_of(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.module.state_dict().items()}
 
 
-def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path):
-    straight = Trainer(config(), tmp_path / "straight")
+TINY_RESNET = {"widths": (4, 8), "units_per_stage": (1, 1)}
+
+
+@pytest.mark.parametrize("overrides", [{}, {"arch": "resnet", "model": TINY_RESNET, "bf16": True}], ids=["vit", "resnet-bf16-channels-last"])
+def test_two_epochs_equal_one_epoch_resume_one_epoch(tmp_path, overrides):
+    straight = Trainer(config(**overrides), tmp_path / "straight")
     straight.run()
 
-    first = Trainer(config(), tmp_path / "resumed")
+    first = Trainer(config(**overrides), tmp_path / "resumed")
     first.directory.mkdir(parents=True)
     first.train_epoch()
     first.save()
     del first  # the process "dies" after epoch 1
-    second = Trainer(config(), tmp_path / "resumed")
+    second = Trainer(config(**overrides), tmp_path / "resumed")
     assert second.resume() and second.epoch == 1
     second.run()
 

@@ -117,6 +117,10 @@ class Trainer:
             model_config.setdefault("image_size", self.train_set.image_shape[-1])
         torch.manual_seed(config.seed)
         self.module = build_module(config.arch, model_config)
+        # Convolutions run 1.2x faster in channels-last on CPU, with bf16 too (benchmarks/train_speed.md);
+        # a memory layout only, so the config (and a resumed run) does not change.
+        self.memory_format = torch.channels_last if config.arch == "resnet" else torch.contiguous_format
+        self.module.to(memory_format=self.memory_format)
         self.preprocessing = self._data_preprocessing(channels)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, betas=(0.9, 0.999))
         self.steps_per_epoch = max(1, len(self.train_set) // config.batch_size)
@@ -207,7 +211,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.step, self.total_steps, config.lr, config.warmup_steps)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                logits = self.module(self.preprocessing(images))
+                logits = self.module(self.preprocessing(images).contiguous(memory_format=self.memory_format))
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
