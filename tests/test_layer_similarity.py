@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from seelike import load_result
 from seelike.analyses.layer_similarity import layer_similarity
 from seelike.cli import app
-from seelike.data import load_dataset
+from seelike.data import iterate_batches, load_dataset
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.models.adapters import describe
@@ -98,7 +98,15 @@ def test_repeats_average_reshuffled_passes(dataset, vit):
     result = layer_similarity([vit], dataset, n=48, batch_size=16, repeats=3)
     assert result["cka_per_repeat"].shape == (3, 3, 3)
     np.testing.assert_allclose(result.matrix, result["cka_per_repeat"].mean(axis=0))
+    single = layer_similarity([vit], dataset, n=48, batch_size=16)
+    assert result["standard_error"].mean() == pytest.approx(single["standard_error"].mean(), rel=0.5)  # delta method, not the spread
     assert np.isfinite(result["standard_error"][0, 1])
+
+
+def test_reshuffles_keep_the_same_images_in_another_order(dataset):
+    first = iterate_batches(dataset, 16, n=40, shuffle=True, seed=3)
+    again = iterate_batches(dataset, 16, n=40, shuffle=True, seed=3, reshuffle=2)
+    assert sorted(first.order.tolist()) == sorted(again.order.tolist()) and first.order.tolist() != again.order.tolist()
 
 
 def test_cka_command_writes_result_and_figures(tmp_path):

@@ -293,6 +293,13 @@ def test_minibatch_cka_takes_float32_and_numpy() -> None:
     assert minibatch_cka([x.numpy() for x in xs], [y.numpy() for y in ys]) == pytest.approx(expected, abs=1e-12)
 
 
+def test_float32_features_far_from_zero_keep_their_cka() -> None:
+    xs, ys = batches([64, 64], seed=25)
+    expected = minibatch_cka(xs, ys)  # float64; a shared offset changes no U-centred Gram
+    offset = minibatch_cka([(x + 100 * x.std()).float() for x in xs], [(y - 100 * y.std()).float() for y in ys])
+    assert offset == pytest.approx(expected, abs=1e-5)
+
+
 def test_rbf_minibatch_cka_matches_weighted_reference() -> None:
     xs, ys = batches([10, 10], seed=25)
     h = [[float(hsic_unbiased(gram_rbf(a, 0.8), gram_rbf(b, 0.8))) for a, b in ((x, y), (x, x), (y, y))] for x, y in zip(xs, ys)]

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from seelike.cli import app
 from seelike.presets import build_steps, random_init
 from seelike.results import Result
-from seelike.study import Section, StudySettings, StudyStep, run_study
+from seelike import study
+from seelike.study import Section, StudySettings, StudyStep, run_study, verdict
 
 VIT = "seelike:vit?width=32&depth=5&heads=4"
 LARGE = "seelike:vit?width=48&depth=6&heads=4"
@@ -59,6 +60,21 @@ def test_rerun_uses_the_cache_and_a_changed_setting_does_not(tmp_path):
     assert calls == ["a", "b"]
     changed = SETTINGS.__class__(**{**SETTINGS.__dict__, "seed": 1})
     assert [o.status for o in run_study(steps, changed, tmp_path)] == ["ok", "ok"]
+
+
+def test_a_change_to_seelike_code_invalidates_the_cache(tmp_path, monkeypatch):
+    calls: list[str] = []
+    steps = [counting_step("a", calls)]
+    run_study(steps, SETTINGS, tmp_path)
+    assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["cached"]
+    monkeypatch.setattr(study, "code_fingerprint", lambda: "edited")
+    assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["ok"] and calls == ["a", "a"]
+
+
+def test_a_nan_measurement_is_not_measured_rather_than_not_held():
+    assert verdict(True, 0.3, [0.1, 0.2]) == "held" and verdict(False, 0.3) == "not held"
+    assert verdict(float("nan") > 0.5, float("nan"), 0.5) == "not measured"
+    assert verdict(False, [0.1, float("inf")]) == "not measured" and verdict(None) == "not measured"
 
 
 def test_an_interrupted_study_resumes_without_redoing_finished_steps(tmp_path):

@@ -336,11 +336,13 @@ def iterate_batches(
     shuffle: bool = False,
     seed: int = 0,
     min_batch: int = 4,
+    reshuffle: int = 0,
 ) -> BatchIterator:
     """Minibatches of the first ``n`` examples (a seeded random ``n`` when ``shuffle``), each exactly once.
 
     A last remainder smaller than ``min_batch`` is merged into the previous batch, so no batch is smaller than
     ``min_batch`` and no example is dropped; fewer than ``min_batch`` examples in all is an error.
+    ``reshuffle`` > 0 gives the same examples in another seeded order (repeated minibatch CKA).
     """
     size = len(dataset)  # type: ignore[arg-type]
     total = size if n is None else n
@@ -354,6 +356,8 @@ def iterate_batches(
         order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:total]
     else:
         order = torch.arange(total)
+    if reshuffle:
+        order = order[torch.randperm(total, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + int(reshuffle)))]
     return BatchIterator(dataset, order, sizes)
 
 

@@ -54,7 +54,7 @@ def rq1_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Callabl
                 baseline = f"random init: {uniformity(result, random_vit):.3f} vs {uniformity(result, random_cnn):.3f}"
             findings.append(Finding(
                 "ViT layers are more uniformly similar to each other than ResNet layers (Fig 1); rule: mean off-diagonal CKA of the ViT > the ResNet's",
-                f"{u_vit:.3f} (ViT) vs {u_cnn:.3f} (ResNet)", verdict(u_vit > u_cnn), baseline))
+                f"{u_vit:.3f} (ViT) vs {u_cnn:.3f} (ResNet)", verdict(u_vit > u_cnn, u_vit, u_cnn), baseline))
             cross = result.block(vit, cnn)[0]
             depth = best_match_depth(cross)
             half = cross.shape[1] // 2
@@ -64,13 +64,13 @@ def rq1_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Callabl
             findings.append(Finding(
                 "The lower half of ResNet layers is most similar to the lowest ViT layers (Fig 2); rule: their best-matching ViT layers lie in the lower half of the ViT (mean relative depth < 0.5) and below those of the upper half",
                 f"mean relative depth of best ViT match: {lower:.2f} (lower ResNet half), {upper:.2f} (upper half)",
-                verdict(lower < 0.5 and lower < upper)))
+                verdict(lower < 0.5 and lower < upper, lower, upper)))
             top = max(1, cross.shape[0] // 3)
             top_best, rest_best = float(cross[-top:].max(axis=1).mean()), float(cross[:-top].max(axis=1).mean())
             numbers.update({"top_third_vit_best_cka": round(top_best, 4), "lower_vit_best_cka": round(rest_best, 4)})
             findings.append(Finding(
                 "The top ViT layers match no ResNet layer well (Fig 2); rule: mean best CKA of the top third of ViT layers against any ResNet layer < that of the other ViT layers",
-                f"{top_best:.3f} (top third) vs {rest_best:.3f} (rest)", verdict(top_best < rest_best)))
+                f"{top_best:.3f} (top third) vs {rest_best:.3f} (rest)", verdict(top_best < rest_best, top_best, rest_best)))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text=f"Minibatch CKA (unbiased HSIC) between block outputs, n={result.metadata.get('n')}, batch {result.metadata.get('batch_size')}.")
 
@@ -90,7 +90,7 @@ def rq5_section(mixer: str, vit: str, cnn: str) -> Callable[[CKAResult, Path], S
                             f"uniformity[{mixer}]": round(uniformity(result, mixer), 4)})
             findings.append(Finding(
                 "MLP-Mixer representations resemble ViT more than ResNet (appendix H); rule: mean over Mixer blocks of the best CKA against any ViT block > against any ResNet unit",
-                f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", verdict(to_vit > to_cnn)))
+                f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", verdict(to_vit > to_cnn, to_vit, to_cnn)))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Mixer, ViT and ResNet in one pass of the CKA engine (one forward pass per model per batch).")
 
@@ -149,12 +149,12 @@ def attention_section(vit: str, random_vit: str) -> Callable[[ResultBundle, Path
             findings.append(Finding(
                 "Higher blocks attend globally (Fig 3); rule: mean attention distance of the last block > the first block's",
                 f"first block {first.mean():.1f} px, last block {last.mean():.1f} px (uniform attention: {r.metadata['uniform_distance']:.1f} px)",
-                verdict(last.mean() > first.mean()), baseline))
+                verdict(last.mean() > first.mean(), first, last), baseline))
             findings.append(Finding(
                 "Lowest blocks mix local and global heads, top blocks have only global heads (Fig 3; needs large-scale pre-training); rule: "
-                "the first block has a head below half the uniform distance and its distance range is wider than the last block's",
+                "the first block has a head below half the uniform distance, the last block none, and the first block's distance range is wider than the last block's",
                 f"local heads: first {local_share(r)[0]:.0%}, last {local_share(r)[-1]:.0%}; range first {np.ptp(first):.1f} px, last {np.ptp(last):.1f} px",
-                verdict(local_share(r)[0] > 0 and np.ptp(first) > np.ptp(last))))
+                verdict(local_share(r)[0] > 0 and local_share(r)[-1] == 0 and np.ptp(first) > np.ptp(last), first, last)))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Mean attention distance per head (PAPER.md §2): prefix tokens dropped as queries and keys, not renormalised.")
 
@@ -164,7 +164,8 @@ def attention_section(vit: str, random_vit: str) -> Callable[[ResultBundle, Path
 def receptive_field_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
     from seelike.analyses.receptive_field import effective_receptive_fields
 
-    return effective_receptive_fields(model, dataset, n=32, batch_size=32, seed=settings.seed)
+    # exact per-channel gradients for every model, so that ViT and ResNet radii are the same estimator
+    return effective_receptive_fields(model, dataset, n=32, batch_size=32, channels="exact", seed=settings.seed)
 
 
 def receptive_field_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
@@ -180,12 +181,12 @@ def receptive_field_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path]
             v, c = results[vit]["radius_50"], results[cnn]["radius_50"]
             findings.append(Finding(
                 "ViT receptive fields are larger than ResNet's in the lowest layers (Fig 6); rule: 50%-mass radius of the ViT's first block > the ResNet's first unit",
-                f"{v[0]:.1f} px (ViT) vs {c[0]:.1f} px (ResNet)", verdict(bool(v[0] > c[0]))))
+                f"{v[0]:.1f} px (ViT) vs {c[0]:.1f} px (ResNet)", verdict(bool(v[0] > c[0]), v[0], c[0])))
             findings.append(Finding(
                 "ResNet receptive fields grow gradually with depth (Fig 6); rule: the ResNet's 50%-mass radius never shrinks by more than 0.5 px from one unit to the next and ends larger than it starts",
-                f"ResNet radii {_fmt(c)} px", verdict(bool(np.all(np.diff(c) > -0.5) and c[-1] > c[0]))))
+                f"ResNet radii {_fmt(c)} px", verdict(bool(np.all(np.diff(c) > -0.5) and c[-1] > c[0]), c)))
         return Section(figures=figures, numbers=numbers, findings=findings,
-                       text="Effective receptive fields |∂y(centre)/∂x| after the residual add, 32 images, normalised to [0, 1] (PAPER.md §4).")
+                       text="Effective receptive fields |∂y_c(centre)/∂x| after the residual add, exact per-channel gradients averaged over channels, 32 images, normalised to [0, 1] (PAPER.md §4).")
 
     return section
 
@@ -210,7 +211,7 @@ def skips_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]
             cnn_ratio = float(np.nanmedian(c["shortcut_over_branch"][np.isfinite(c["shortcut_over_branch"])]))
             findings.append(Finding(
                 "Skip connections dominate more in ViT than in ResNet (Fig 7); rule: median ‖skip‖/‖branch‖ over the ViT's blocks (spatial tokens) > the ResNet's",
-                f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio)))
+                f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio, vit_ratio, cnn_ratio)))
             if "mlp_cls" in v.arrays:
                 gap = np.log(v["mlp_cls"]) - np.log(v["mlp_spatial"])
                 half = len(gap) // 2
@@ -218,7 +219,7 @@ def skips_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]
                 findings.append(Finding(
                     "Phase change: the CLS token is carried by the skip path early and changed by the MLPs late, spatial tokens the reverse (Fig 7); "
                     "rule: log(CLS ratio / spatial ratio) of the MLP skips is higher in the first half of the blocks than in the second",
-                    f"mean log ratio {early:.2f} (first half) vs {late:.2f} (second half)", verdict(early > late)))
+                    f"mean log ratio {early:.2f} (first half) vs {late:.2f} (second half)", verdict(early > late, early, late)))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Ratio of the norms of the skip path and the branch per block (PAPER.md §5); CLS = token 0, spatial = mean over the rest.")
 
@@ -242,7 +243,7 @@ def head_similarity_section(result: Any, figures_dir: Path) -> Section:
     mean = float(np.nanmean(spearman))
     findings = [Finding(
         "Local heads of the first ViT block resemble lower CNN layers more than global heads do (Fig 5); rule: mean over lower ResNet units of the Spearman correlation between window distance and CKA < 0",
-        f"Spearman {mean:.2f} (per unit: {_fmt(spearman)})", verdict(mean < 0))]
+        f"Spearman {mean:.2f} (per unit: {_fmt(spearman)})", verdict(mean < 0, mean))]
     return Section(figures=figures, numbers=numbers, findings=findings,
                    text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (PAPER.md §3).")
 
@@ -267,7 +268,7 @@ def noskip_section(reference: str, removed: dict[str, int]) -> Callable[[CKAResu
                 accuracy = f"; test accuracy {shipped[name]['test_accuracy']:.2%} vs {shipped[reference]['test_accuracy']:.2%} with skips"
             findings.append(Finding(
                 f"Removing both skips of block {block} splits the CKA heatmap there (Fig 8); rule: CKA between blocks {block - 1} and {block + 1} is lower without the skips",
-                f"{without:.3f} without vs {with_skips:.3f} with skips{accuracy}", verdict(without < with_skips)))
+                f"{without:.3f} without vs {with_skips:.3f} with skips{accuracy}", verdict(without < with_skips, without, with_skips)))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="ViTs trained with both skip connections of one block removed (PAPER.md §5, Fig 8).")
 
@@ -297,11 +298,11 @@ def localization_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle
         if vit in gaps and gap in gaps:
             findings.append(Finding(
                 "CLS-trained ViT tokens localize more clearly than GAP-trained ViT tokens (Fig 9, 10); rule: diagonal-minus-off-diagonal CKA at the penultimate block is larger for the CLS model",
-                f"{gaps[vit]:.3f} (CLS) vs {gaps[gap]:.3f} (GAP)", verdict(gaps[vit] > gaps[gap])))
+                f"{gaps[vit]:.3f} (CLS) vs {gaps[gap]:.3f} (GAP)", verdict(gaps[vit] > gaps[gap], gaps[vit], gaps[gap])))
         if vit in gaps and cnn in gaps:
             findings.append(Finding(
                 "ResNet top layers localize less than CLS ViT tokens (Fig 10); rule: diagonal gap at the penultimate unit of the ResNet < the CLS ViT's",
-                f"{gaps[cnn]:.3f} (ResNet) vs {gaps[vit]:.3f} (CLS ViT)", verdict(gaps[cnn] < gaps[vit])))
+                f"{gaps[cnn]:.3f} (ResNet) vs {gaps[vit]:.3f} (CLS ViT)", verdict(gaps[cnn] < gaps[vit], gaps[cnn], gaps[vit])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="CKA over images between a token at position p and the input patch at every q, at the penultimate and last blocks (PAPER.md §6).")
 
@@ -338,12 +339,12 @@ def probes_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path
         if vit in token and gap in token:
             findings.append(Finding(
                 "Per-token probes stay low at the top of CLS models and rise high in GAP models (Fig 11 left); rule: last-block per-token accuracy of the GAP ViT > the CLS ViT's",
-                f"{token[gap][-1]:.2%} (GAP) vs {token[vit][-1]:.2%} (CLS)", verdict(token[gap][-1] > token[vit][-1])))
+                f"{token[gap][-1]:.2%} (GAP) vs {token[vit][-1]:.2%} (CLS)", verdict(token[gap][-1] > token[vit][-1], token[gap][-1], token[vit][-1])))
         if vit in results and {"cls", "gap"} <= set(results[vit].readouts):
             cls_curve, pooled = results[vit].curve("cls")[0], results[vit].curve("gap")[0]
             findings.append(Finding(
                 "In a CLS model the pooled spatial-token readout falls behind the CLS readout in the last blocks (Fig 11 right); rule: last-block accuracy via the CLS token > via the mean of spatial tokens",
-                f"{cls_curve[-1]:.2%} (CLS token) vs {pooled[-1]:.2%} (spatial mean)", verdict(cls_curve[-1] > pooled[-1])))
+                f"{cls_curve[-1]:.2%} (CLS token) vs {pooled[-1]:.2%} (spatial mean)", verdict(cls_curve[-1] > pooled[-1], cls_curve[-1], pooled[-1])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text=f"Closed-form ridge probes on {PROBE_TRAIN_IMAGES} training images, scored on the test images; few-shot: 10 per class, 5 samples (PAPER.md §7).")
 
@@ -369,11 +370,15 @@ def data_scale_section(figure: str) -> Callable[[Any, Path], Section]:
         numbers["per_block_cka[seed baseline]"] = _fmt(result["baseline"])
         numbers.update({f"changed_blocks[{m}]": str(result.changed_blocks(m)) for m in result.models})
         smallest = result.models[0]
-        row = result["per_block_cka"][0]
+        row, seed = result["per_block_cka"][0], result["baseline"]
+        drop_first, drop_last = seed[0] - row[0], seed[-1] - row[-1]
         findings = [Finding(
-            "Lower blocks are already similar with little data; higher blocks need more (Fig 12); rule: for the smallest-data model, CKA to the 100% model is higher at the first block than at the last",
-            f"{smallest}: first block {row[0]:.3f}, last block {row[-1]:.3f}; seed baseline {result['baseline'][0]:.3f} → {result['baseline'][-1]:.3f}",
-            verdict(bool(row[0] > row[-1])), baseline=f"changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}")]
+            "Lower blocks are already similar with little data; higher blocks need more (Fig 12); rule: for the smallest-data model, "
+            "the fall of its CKA to the 100% model below the seed baseline is larger at the last block than at the first",
+            f"{smallest}: CKA first block {row[0]:.3f}, last block {row[-1]:.3f}; seed baseline {seed[0]:.3f} → {seed[-1]:.3f} "
+            f"(fall below it {drop_first:.3f} → {drop_last:.3f})",
+            verdict(bool(drop_last > drop_first), row, seed),
+            baseline=f"changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}")]
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (PAPER.md §7).")
 
@@ -395,7 +400,7 @@ def fraction_attention_section(models: list[str]) -> Callable[[ResultBundle, Pat
             findings.append(Finding(
                 "With less pre-training data, lower blocks learn fewer local heads (Fig 4; a scale effect that may not show at this size); rule: the first block's mean attention distance is lower for the 100% model than for the smallest-data model",
                 f"{results[full].distance[0].mean():.1f} px ({full}) vs {results[least].distance[0].mean():.1f} px ({least})",
-                verdict(results[full].distance[0].mean() < results[least].distance[0].mean())))
+                verdict(results[full].distance[0].mean() < results[least].distance[0].mean(), results[full].distance[0], results[least].distance[0])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Mean attention distance per head of ViTs trained on 100% and less of the data (PAPER.md §2, Fig 4).")
 
@@ -417,7 +422,7 @@ def probe_comparison_section(models: list[str]) -> Callable[[ResultBundle, Path]
             middle = slice(len(full) // 4, max(len(full) // 4 + 1, 3 * len(full) // 4))
             findings.append(Finding(
                 "More pre-training data gives stronger intermediate layers (Fig 13 left); rule: mean 10-shot accuracy over the middle blocks is higher for the 100% model than for the smallest-data model",
-                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})", verdict(full[middle].mean() > least[middle].mean())))
+                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})", verdict(full[middle].mean() > least[middle].mean(), full[middle], least[middle])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
 

@@ -98,7 +98,7 @@ def _check_gram(K: ArrayLike, name: str, min_n: int) -> Tensor:
     if K.shape != (n, n):
         raise InvalidInputError(f"{name} must be a square Gram matrix [n, n], got shape {tuple(K.shape)}.")
     if n < min_n:
-        raise InvalidInputError(f"this estimator needs at least {min_n} examples, got n={n}.")
+        raise InvalidInputError(f"this estimator needs at least {min_n} examples, got n={n}: use more images per batch, or the biased estimator.")
     return K
 
 
@@ -364,6 +364,9 @@ class MinibatchCKA:
     def _gram(self, x: Tensor) -> Tensor:
         if x.dtype not in (torch.float32, torch.float64):
             x = x.to(torch.float32)
+        # Centring the features first changes neither U-centred Gram (exactly invariant to a shared offset)
+        # nor any RBF distance, but keeps a float32 Gram of features far from 0 from losing its digits.
+        x = x - x.mean(dim=0, keepdim=True)
         return gram_linear(x) if self.kernel == "linear" else gram_rbf(x, self.sigma)
 
     def _check_batch(self, representations: Mapping[str, ArrayLike]) -> tuple[list[str], list[Tensor]]:

@@ -11,6 +11,7 @@ resumes where it stopped. A step that fails is reported in its section; the othe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -125,9 +126,20 @@ class ModelPool:
         return model
 
 
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of seelike's own source: any change to an analysis, a constant or a preset makes its steps rerun."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(step: StudyStep, models: Sequence[Model], settings: StudySettings) -> str:
     """A hash of everything that changes a step's numbers (a stale cache is a wrong number)."""
     document = {
+        "code": code_fingerprint(),
         "step": step.name,
         "params": step.params,
         "models": [
@@ -244,8 +256,13 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def verdict(condition: bool | None) -> Verdict:
-    return "not measured" if condition is None else ("held" if condition else "not held")
+def verdict(condition: bool | None, *measured: Any) -> Verdict:
+    """held / not held, or "not measured" when ``condition`` is None or any ``measured`` value is NaN or
+    infinite (a comparison with NaN is False, which would pass for "not held")."""
+    values = np.concatenate([np.ravel(np.asarray(value, dtype=float)) for value in measured]) if measured else np.zeros(0)
+    if condition is None or not np.all(np.isfinite(values)):
+        return "not measured"
+    return "held" if condition else "not held"
 
 
 def check_unique(steps: Sequence[StudyStep]) -> None:

@@ -9,7 +9,7 @@ shallower model is not "the same block".
 
 A block counts as *changed by data scale* only where its CKA lies below the seed baseline's by more
 than two combined standard errors: cka < baseline − 2·√(se² + se_baseline²), with the standard errors
-of the CKA result (delta method over batches, or the spread over repeats).
+of the CKA result (the delta method over batches; with repeats, its mean over repeats).
 """
 
 from __future__ import annotations

@@ -32,9 +32,10 @@ def layer_similarity(
     """Minibatch CKA between every analysis layer of every model on ``n`` images of ``dataset``.
 
     ``layers`` selects layers per model (``None``/``"blocks"``: block outputs, ``"all"``: every
-    sub-layer, or globs). ``repeats`` > 1 reshuffles the batches and averages the CKA matrices
-    over repeats, as the paper does (each repeat costs one more pass over the data); the
-    standard error is then the spread across repeats.
+    sub-layer, or globs). ``repeats`` > 1 reshuffles the same ``n`` images into other batches and
+    averages the CKA matrices over repeats, as the paper does (each repeat costs one more pass over
+    the data). The standard error stays the delta-method one (mean over repeats): the spread across
+    repeats only measures how the batches were split, not which images were drawn, and is far smaller.
     """
     if repeats < 1:
         raise InvalidInputError(f"repeats must be >= 1, got {repeats}")
@@ -43,7 +44,7 @@ def layer_similarity(
     started = time.perf_counter()
     results = []
     for repeat in range(repeats):
-        batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed + repeat)
+        batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed, reshuffle=repeat)
         accumulator = MinibatchCKA()
         for activations, _, _ in capture_batches(models, selected, batches, progress=progress, total=n):
             accumulator.update(activations)
@@ -65,7 +66,8 @@ def layer_similarity(
     stack = np.stack([result.matrix for result in results])
     arrays = {
         "cka": stack.mean(axis=0),
-        "standard_error": stack.std(axis=0, ddof=1) / np.sqrt(repeats),
+        "standard_error": np.mean([result["standard_error"] for result in results], axis=0),
+        "repeat_spread": stack.std(axis=0, ddof=1) / np.sqrt(repeats),
         "hsic": np.mean([result["hsic"] for result in results], axis=0),
         "cka_per_repeat": stack,
     }

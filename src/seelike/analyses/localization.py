@@ -166,7 +166,7 @@ class Localization:
         for layer, grid in zip(self.layers, self.grids):
             positions = _positions(self._tensor(activations, layer), layer, self.prefix)  # [B, P, D]
             if positions.shape[1] != grid[0] * grid[1]:
-                raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the probe found a {grid[0]}×{grid[1]} grid")
+                raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
             for index, (row, column) in enumerate(np.ndindex(*grid)):
                 representations[f"{layer.name}/token/{row},{column}"] = positions[:, index]
         for grid in dict.fromkeys(self.grids):

@@ -136,7 +136,7 @@ class RidgeProbe:
             self._cross = x.new_zeros(groups, width, self.num_classes)
             self._target_sum = x.new_zeros(self.num_classes)
         elif x.shape[1:] != self._sum.shape:
-            raise InvalidInputError(f"features of shape {tuple(x.shape[1:])} after earlier batches of {tuple(self._sum.shape)}")
+            raise InvalidInputError(f"features of shape {tuple(x.shape[1:])} after earlier batches of {tuple(self._sum.shape)}: give every batch the same layers at the same input size")
         xg = x.transpose(0, 1)  # [G, n, d]
         self._sum += x.sum(dim=0)
         self._gram += xg.transpose(1, 2) @ xg
@@ -157,7 +157,7 @@ class RidgeProbe:
             )
         else:
             if other._sum.shape != self._sum.shape or other.grouped != self.grouped:
-                raise InvalidInputError(f"merge() of features {tuple(other._sum.shape)} into {tuple(self._sum.shape)}")
+                raise InvalidInputError(f"merge() of features {tuple(other._sum.shape)} into {tuple(self._sum.shape)}: merge only accumulators of the same model, layer and readout")
             self._sum += other._sum.to(self._sum.device)
             self._gram += other._gram.to(self._sum.device)
             self._cross += other._cross.to(self._sum.device)

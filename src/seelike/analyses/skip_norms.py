@@ -134,7 +134,7 @@ class SkipNorms:
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
         state = torch.stack(rows).cpu()
         if self._sums is not None and self._sums.shape != state.shape:
-            raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}")
+            raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
         self._sums = state if self._sums is None else self._sums + state
         self._equal_batches += np.array(equal, dtype=np.int64)
         self._zero_branch += np.array(zero, dtype=np.int64)
