@@ -31,7 +31,7 @@ TINY = {
     "vit_frac30": f"{VIT}&seed=2",
     "vit_frac10": f"{VIT}&seed=3",
     "vit_frac03": f"{VIT}&seed=4",
-    "vit_large": f"{LARGE}",
+    "vit_large": LARGE,
     "vit_large_frac10": f"{LARGE}&seed=2",
     "vit_large_seed1": f"{LARGE}&seed=1",
 }

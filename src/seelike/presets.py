@@ -250,9 +250,10 @@ def head_similarity_section(bundle: ResultBundle, figures_dir: Path) -> Section:
     baseline, chance = "", 0.0
     if "random init" in results:
         random_spearman = results["random init"]["spearman"]
-        chance = min(0.0, float(np.nanmean(random_spearman)))
+        random_mean = float(np.nanmean(random_spearman))
+        chance = min(0.0, random_mean)
         numbers["spearman[windows, random-init ViT]"] = _fmt(random_spearman)
-        baseline = f"random-init ViT: Spearman {float(np.nanmean(random_spearman)):.2f}"
+        baseline = f"random-init ViT: Spearman {random_mean:.2f}"
     findings = [Finding(
         "Local heads of the first ViT block resemble lower CNN layers more than global heads do (Fig 5); rule: mean over lower ResNet units "
         "of the Spearman correlation between window distance and CKA < 0 and below the random-init ViT's",
