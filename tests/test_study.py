@@ -145,6 +145,13 @@ def test_study_on_tiny_models_writes_every_step(study_dir):
     assert document["environment"]["torch"] and document["settings"]["n"] == 64
 
 
+def test_fig13_is_judged_for_both_model_sizes(study_dir):
+    findings = json.loads((study_dir / "results.json").read_text())["steps"]["rq4_probes"]["findings"]
+    judged = [f["measured"] for f in findings if "Fig 13" in f["claim"]]
+    assert len(judged) == 2
+    assert judged[0].endswith("&heads=4&seed=4])") and "width=32" in judged[0]
+    assert judged[1].endswith("&heads=4&seed=2])") and "width=48" in judged[1]
+
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")

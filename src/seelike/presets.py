@@ -423,7 +423,9 @@ def fraction_attention_section(models: list[str]) -> Callable[[ResultBundle, Pat
     return section
 
 
-def probe_comparison_section(models: list[str]) -> Callable[[ResultBundle, Path], Section]:
+def probe_comparison_section(series: list[list[str]]) -> Callable[[ResultBundle, Path], Section]:
+    """The Fig 13 section; ``series`` lists each model size's ViTs from the most to the least data."""
+
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_probe_comparison, save_figure
 
@@ -432,13 +434,17 @@ def probe_comparison_section(models: list[str]) -> Callable[[ResultBundle, Path]
         curves = {name: r.curve("gap", "few_shot")[0] for name, r in results.items()}
         numbers = {f"few_shot_accuracy[{name}]": _fmt(c) for name, c in curves.items()}
         findings = []
-        present = [m for m in models if m in curves]
-        if len(present) >= 2:
+        for models in series:
+            present = [m for m in models if m in curves]
+            if len(present) < 2:
+                continue
             full, least = curves[present[0]], curves[present[-1]]
             middle = slice(len(full) // 4, max(len(full) // 4 + 1, 3 * len(full) // 4))
             findings.append(Finding(
-                "More pre-training data gives stronger intermediate layers (Fig 13 left); rule: mean 10-shot accuracy over the middle blocks is higher for the 100% model than for the smallest-data model",
-                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})", verdict(full[middle].mean() > least[middle].mean(), full[middle], least[middle])))
+                f"More pre-training data gives stronger intermediate layers (Fig 13 left; {present[0]}); rule: mean 10-shot accuracy over the "
+                "middle blocks is higher for the 100% model than for the smallest-data model of the same size",
+                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})",
+                verdict(full[middle].mean() > least[middle].mean(), full[middle], least[middle])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
 
@@ -532,12 +538,13 @@ def build_steps(models: dict[str, str]) -> list[StudyStep]:
         steps.append(StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)",
                                (models["vit_large"], models["vit_large_frac10"], models["vit_large_seed1"]), data_scale_run,
                                data_scale_section("data_scale_large")))
-    large = [models[role] for role in ("vit_large", "vit_large_frac10") if role in models]
+    large_roles = [role for role in ("vit_large", "vit_large_frac10") if role in models]
+    large = [models[role] for role in large_roles]
     if fractions:
         steps += [
             StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", (vit, *fractions),
                       per_model(attention_run), fraction_attention_section([v, *fraction_names]), optional_models=True),
             StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", (vit, *fractions, *large, cnn),
-                      per_model(few_shot_probes_run), probe_comparison_section([v, *fraction_names]), optional_models=True),
+                      per_model(few_shot_probes_run), probe_comparison_section([[v, *fraction_names], [names[role] for role in large_roles]]), optional_models=True),
         ]
     return steps
