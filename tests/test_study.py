@@ -147,10 +147,25 @@ def test_study_on_tiny_models_writes_every_step(study_dir):
 
 def test_fig13_is_judged_for_both_model_sizes(study_dir):
     findings = json.loads((study_dir / "results.json").read_text())["steps"]["rq4_probes"]["findings"]
-    judged = [f["measured"] for f in findings if "Fig 13" in f["claim"]]
-    assert len(judged) == 2
-    assert judged[0].endswith("&heads=4&seed=4])") and "width=32" in judged[0]
-    assert judged[1].endswith("&heads=4&seed=2])") and "width=48" in judged[1]
+    left = [f for f in findings if "Fig 13 left" in f["claim"]]
+    assert len(left) == 2
+    assert left[0]["measured"].endswith("&heads=4&seed=4])") and "width=32" in left[0]["measured"]
+    assert left[1]["measured"].endswith("&heads=4&seed=2])") and "width=48" in left[1]["measured"]
+    assert all(f["baseline"].startswith("second seed of") for f in left)
+    assert [f for f in findings if "Fig 13 right" in f["claim"]]
+
+
+def test_findings_carry_their_baseline(study_dir):
+    """Issue 8: each finding row has its random-init or seed baseline beside it, where one exists."""
+    steps = json.loads((study_dir / "results.json").read_text())["steps"]
+    no_baseline = ("first-token readout catches up", "Fig 13 right", "costs accuracy", "lower half of ResNet layers", "top ViT layers",
+                   "receptive fields", "Lowest blocks mix")
+    for name in ("rq1_layer_similarity", "rq2_attention_distance", "rq2_skip_norms", "rq2_no_skip", "rq2_local_heads", "rq3_localization",
+                 "rq3_probes", "rq4_data_scale", "rq4_attention_distance", "rq4_probes", "rq5_mixer"):
+        for finding in steps[name]["findings"]:
+            if not any(text in finding["claim"] for text in no_baseline):
+                assert finding["baseline"], (name, finding["claim"])
+
 
 def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")

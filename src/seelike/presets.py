@@ -78,19 +78,29 @@ def rq1_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Callabl
 
 
 # -- RQ5: MLP-Mixer against ViT and ResNet (appendix H) -------------------------------------------------
-def rq5_section(mixer: str, vit: str, cnn: str) -> Callable[[CKAResult, Path], Section]:
+def best_match_cka(result: CKAResult, model: str, other: str) -> float:
+    """Mean over ``model``'s layers of its best CKA against any layer of ``other`` (appendix H)."""
+    return float(result.block(model, other)[0].max(axis=1).mean())
+
+
+def rq5_section(mixer: str, vit: str, cnn: str, random_mixer: str) -> Callable[[CKAResult, Path], Section]:
     def section(result: CKAResult, figures_dir: Path) -> Section:
-        figures = [paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq5").items() if mixer in key]
+        figures = [paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq5").items()
+                   if mixer in key.split("_vs_") and random_mixer not in key.split("_vs_")]
         numbers: dict[str, Any] = {}
         findings = []
         if {mixer, vit, cnn} <= set(result.models):
-            to_vit = float(result.block(mixer, vit)[0].max(axis=1).mean())
-            to_cnn = float(result.block(mixer, cnn)[0].max(axis=1).mean())
+            to_vit, to_cnn = best_match_cka(result, mixer, vit), best_match_cka(result, mixer, cnn)
             numbers.update({"mixer_best_cka_vs_vit": round(to_vit, 4), "mixer_best_cka_vs_resnet": round(to_cnn, 4),
                             f"uniformity[{mixer}]": round(uniformity(result, mixer), 4)})
+            baseline = ""
+            if random_mixer in result.models:
+                random_vit, random_cnn = best_match_cka(result, random_mixer, vit), best_match_cka(result, random_mixer, cnn)
+                numbers.update({"random_mixer_best_cka_vs_vit": round(random_vit, 4), "random_mixer_best_cka_vs_resnet": round(random_cnn, 4)})
+                baseline = f"random-init Mixer: {random_vit:.3f} (vs ViT) vs {random_cnn:.3f} (vs ResNet)"
             findings.append(Finding(
                 "MLP-Mixer representations resemble ViT more than ResNet (appendix H); rule: mean over Mixer blocks of the best CKA against any ViT block > against any ResNet unit",
-                f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", verdict(to_vit > to_cnn, to_vit, to_cnn)))
+                f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", verdict(to_vit > to_cnn, to_vit, to_cnn), baseline))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Mixer, ViT and ResNet in one pass of the CKA engine (one forward pass per model per batch).")
 
@@ -197,29 +207,51 @@ def skips_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
     return skip_norm_ratios(model, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
 
 
-def skips_section(vit: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+def vit_skip_ratio(result: Any) -> float:
+    """Median ‖skip‖/‖branch‖ over a ViT's blocks, attention and MLP, spatial tokens."""
+    return float(np.nanmedian(np.concatenate([result["attention_spatial"], result["mlp_spatial"]])))
+
+
+def cnn_skip_ratio(result: Any) -> float:
+    """Median ‖shortcut‖/‖branch‖ over a ResNet's units."""
+    ratios = result["shortcut_over_branch"]
+    return float(np.nanmedian(ratios[np.isfinite(ratios)]))
+
+
+def phase_change(result: Any) -> tuple[float, float]:
+    """Mean log(CLS ratio / spatial ratio) of the MLP skips over the first and the second half of the blocks (Fig 7)."""
+    gap = np.log(result["mlp_cls"]) - np.log(result["mlp_spatial"])
+    half = len(gap) // 2
+    return float(np.nanmean(gap[:half])), float(np.nanmean(gap[half:]))
+
+
+def skips_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Callable[[ResultBundle, Path], Section]:
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_skip_norms, save_figure
 
         results = bundle.unbundle()
-        figures = _figure(save_figure(plot_skip_norms(list(results.values())), figures_dir / "rq2" / "skip_norms"))
+        trained = [r for name, r in results.items() if name not in (random_vit, random_cnn)]
+        figures = _figure(save_figure(plot_skip_norms(trained), figures_dir / "rq2" / "skip_norms"))
         numbers = {f"{label}[{name}]": _fmt(line) for name, r in results.items() for label, line in r.lines().items()}
         findings = []
         if vit in results and cnn in results:
             v, c = results[vit], results[cnn]
-            vit_ratio = float(np.nanmedian(np.concatenate([v["attention_spatial"], v["mlp_spatial"]])))
-            cnn_ratio = float(np.nanmedian(c["shortcut_over_branch"][np.isfinite(c["shortcut_over_branch"])]))
+            vit_ratio, cnn_ratio = vit_skip_ratio(v), cnn_skip_ratio(c)
+            baseline = ""
+            if random_vit in results and random_cnn in results:
+                baseline = f"random init: {vit_skip_ratio(results[random_vit]):.2f} (ViT) vs {cnn_skip_ratio(results[random_cnn]):.2f} (ResNet)"
             findings.append(Finding(
                 "Skip connections dominate more in ViT than in ResNet (Fig 7); rule: median ‖skip‖/‖branch‖ over the ViT's blocks (spatial tokens) > the ResNet's",
-                f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio, vit_ratio, cnn_ratio)))
+                f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio, vit_ratio, cnn_ratio), baseline))
             if "mlp_cls" in v.arrays:
-                gap = np.log(v["mlp_cls"]) - np.log(v["mlp_spatial"])
-                half = len(gap) // 2
-                early, late = float(np.nanmean(gap[:half])), float(np.nanmean(gap[half:]))
+                early, late = phase_change(v)
+                baseline = ""
+                if random_vit in results and "mlp_cls" in results[random_vit].arrays:
+                    baseline = "random-init ViT: {:.2f} vs {:.2f}".format(*phase_change(results[random_vit]))
                 findings.append(Finding(
                     "Phase change: the CLS token is carried by the skip path early and changed by the MLPs late, spatial tokens the reverse (Fig 7); "
                     "rule: log(CLS ratio / spatial ratio) of the MLP skips is higher in the first half of the blocks than in the second",
-                    f"mean log ratio {early:.2f} (first half) vs {late:.2f} (second half)", verdict(early > late, early, late)))
+                    f"mean log ratio {early:.2f} (first half) vs {late:.2f} (second half)", verdict(early > late, early, late), baseline))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Ratio of the norms of the skip path and the branch per block (PAPER.md §5); CLS = token 0, spatial = mean over the rest.")
 
@@ -262,12 +294,14 @@ def head_similarity_section(bundle: ResultBundle, figures_dir: Path) -> Section:
                    text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (PAPER.md §3).")
 
 
-def noskip_section(reference: str, removed: dict[str, int]) -> Callable[[CKAResult, Path], Section]:
+def noskip_section(reference: str, removed: dict[str, int], seed: str | None = None) -> Callable[[CKAResult, Path], Section]:
+    """The Fig 8 section; ``seed`` (a second-seed ``reference``) gives the with-skips values their seed-to-seed spread."""
+
     def section(result: CKAResult, figures_dir: Path) -> Section:
         from seelike.analyses.skip_norms import neighbour_cka
         from seelike.models.zoo import manifests
 
-        figures = [paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key]
+        figures = [paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key and key != seed]
         shipped = manifests()
         numbers: dict[str, Any] = {}
         findings = []
@@ -277,16 +311,31 @@ def noskip_section(reference: str, removed: dict[str, int]) -> Callable[[CKAResu
             without, with_skips = neighbour_cka(result, name, block), neighbour_cka(result, reference, block)
             numbers[f"cka(block {block - 1}, block {block + 1})[{name}]"] = round(without, 4)
             numbers[f"cka(block {block - 1}, block {block + 1})[{reference}]"] = round(with_skips, 4)
-            accuracy = ""
-            if name in shipped and reference in shipped:
-                accuracy = f"; test accuracy {shipped[name]['test_accuracy']:.2%} vs {shipped[reference]['test_accuracy']:.2%} with skips"
+            baseline = ""
+            if seed is not None and seed in result.models:
+                seed_cka = neighbour_cka(result, seed, block)
+                numbers[f"cka(block {block - 1}, block {block + 1})[{seed}]"] = round(seed_cka, 4)
+                baseline = f"second-seed ViT with skips: {seed_cka:.3f}"
             findings.append(Finding(
                 f"Removing both skips of block {block} splits the CKA heatmap there (Fig 8); rule: CKA between blocks {block - 1} and {block + 1} is lower without the skips",
-                f"{without:.3f} without vs {with_skips:.3f} with skips{accuracy}", verdict(without < with_skips, without, with_skips)))
+                f"{without:.3f} without vs {with_skips:.3f} with skips", verdict(without < with_skips, without, with_skips), baseline))
+            if {name, reference} <= set(shipped):
+                findings.append(_accuracy_cost(shipped, name, reference, block, seed))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="ViTs trained with both skip connections of one block removed (PAPER.md §5, Fig 8).")
 
     return section
+
+
+def _accuracy_cost(shipped: dict[str, dict], name: str, reference: str, block: int, seed: str | None) -> Finding:
+    """Fig 8's accuracy claim, from the zoo manifests' test accuracies; the seed-to-seed difference is the noise level."""
+    cost = shipped[reference]["test_accuracy"] - shipped[name]["test_accuracy"]
+    noise = abs(shipped[reference]["test_accuracy"] - shipped[seed]["test_accuracy"]) if seed in shipped else 0.0
+    return Finding(
+        f"Removing the skips of a block costs accuracy (Fig 8: ≈4% for a middle block); rule: test accuracy without the skips of block {block} "
+        "is lower than with them by more than the difference between two seeds",
+        f"{shipped[name]['test_accuracy']:.2%} without vs {shipped[reference]['test_accuracy']:.2%} with skips (cost {cost:.2%})",
+        verdict(cost > noise, cost), f"seed-to-seed difference {noise:.2%}" if seed in shipped else "")
 
 
 # -- RQ3: localization (Fig 9, 10) and probes (Fig 11) --------------------------------------------------------
@@ -296,12 +345,13 @@ def localization_run(model: Model, dataset: Any, settings: StudySettings) -> Res
     return spatial_localization(model, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
 
 
-def localization_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+def localization_section(vit: str, gap: str, cnn: str, random_vit: str) -> Callable[[ResultBundle, Path], Section]:
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_localization, save_figure
 
         results = bundle.unbundle()
-        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_localization(r), figures_dir / "rq3" / f"localization_{name}"))]
+        figures = [p for name, r in results.items() if name != random_vit
+                   for p in _figure(save_figure(plot_localization(r), figures_dir / "rq3" / f"localization_{name}"))]
         numbers = {}
         for name, r in results.items():
             for index, layer in enumerate(r.layers):
@@ -309,14 +359,15 @@ def localization_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle
                 numbers[f"diagonal_gap[{name}/{layer}]"] = round(float(r["diagonal_gap"][index]), 4)
         findings = []
         gaps = {name: float(r["diagonal_gap"][0]) for name, r in results.items()}  # the penultimate block: first layer by default
+        baseline = f"random-init ViT: {gaps[random_vit]:.3f}" if random_vit in gaps else ""
         if vit in gaps and gap in gaps:
             findings.append(Finding(
                 "CLS-trained ViT tokens localize more clearly than GAP-trained ViT tokens (Fig 9, 10); rule: diagonal-minus-off-diagonal CKA at the penultimate block is larger for the CLS model",
-                f"{gaps[vit]:.3f} (CLS) vs {gaps[gap]:.3f} (GAP)", verdict(gaps[vit] > gaps[gap], gaps[vit], gaps[gap])))
+                f"{gaps[vit]:.3f} (CLS) vs {gaps[gap]:.3f} (GAP)", verdict(gaps[vit] > gaps[gap], gaps[vit], gaps[gap]), baseline))
         if vit in gaps and cnn in gaps:
             findings.append(Finding(
                 "ResNet top layers localize less than CLS ViT tokens (Fig 10); rule: diagonal gap at the penultimate unit of the ResNet < the CLS ViT's",
-                f"{gaps[cnn]:.3f} (ResNet) vs {gaps[vit]:.3f} (CLS ViT)", verdict(gaps[cnn] < gaps[vit], gaps[cnn], gaps[vit])))
+                f"{gaps[cnn]:.3f} (ResNet) vs {gaps[vit]:.3f} (CLS ViT)", verdict(gaps[cnn] < gaps[vit], gaps[cnn], gaps[vit]), baseline))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="CKA over images between a token at position p and the input patch at every q, at the penultimate and last blocks (PAPER.md §6).")
 
@@ -335,12 +386,13 @@ def probes_run(model: Model, dataset: Any, settings: StudySettings) -> Result:
                         readouts="all", shots=10, samples=5, seed=settings.seed)
 
 
-def probes_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path], Section]:
+def probes_section(vit: str, gap: str, cnn: str, random_vit: str) -> Callable[[ResultBundle, Path], Section]:
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_probes, save_figure
 
         results = bundle.unbundle()
-        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_probes(r), figures_dir / "rq3" / f"probes_{name}"))]
+        figures = [p for name, r in results.items() if name != random_vit
+                   for p in _figure(save_figure(plot_probes(r), figures_dir / "rq3" / f"probes_{name}"))]
         numbers = {}
         for name, r in results.items():
             for readout in r.readouts:
@@ -350,15 +402,27 @@ def probes_section(vit: str, gap: str, cnn: str) -> Callable[[ResultBundle, Path
                 numbers[f"token_probe_accuracy[{name}]"] = _fmt(np.nanmean(r["token_accuracy"], axis=1))
         findings = []
         token = {name: np.nanmean(r["token_accuracy"], axis=1) for name, r in results.items() if "token_accuracy" in r.arrays}
+        random = results.get(random_vit)
         if vit in token and gap in token:
+            baseline = f"random-init CLS ViT: {token[random_vit][-1]:.2%}" if random_vit in token else ""
             findings.append(Finding(
                 "Per-token probes stay low at the top of CLS models and rise high in GAP models (Fig 11 left); rule: last-block per-token accuracy of the GAP ViT > the CLS ViT's",
-                f"{token[gap][-1]:.2%} (GAP) vs {token[vit][-1]:.2%} (CLS)", verdict(token[gap][-1] > token[vit][-1], token[gap][-1], token[vit][-1])))
+                f"{token[gap][-1]:.2%} (GAP) vs {token[vit][-1]:.2%} (CLS)", verdict(token[gap][-1] > token[vit][-1], token[gap][-1], token[vit][-1]), baseline))
         if vit in results and {"cls", "gap"} <= set(results[vit].readouts):
             cls_curve, pooled = results[vit].curve("cls")[0], results[vit].curve("gap")[0]
+            baseline = ""
+            if random is not None and {"cls", "gap"} <= set(random.readouts):
+                baseline = f"random init: {random.curve('cls')[0][-1]:.2%} (CLS token) vs {random.curve('gap')[0][-1]:.2%} (spatial mean)"
             findings.append(Finding(
                 "In a CLS model the pooled spatial-token readout falls behind the CLS readout in the last blocks (Fig 11 right); rule: last-block accuracy via the CLS token > via the mean of spatial tokens",
-                f"{cls_curve[-1]:.2%} (CLS token) vs {pooled[-1]:.2%} (spatial mean)", verdict(cls_curve[-1] > pooled[-1], cls_curve[-1], pooled[-1])))
+                f"{cls_curve[-1]:.2%} (CLS token) vs {pooled[-1]:.2%} (spatial mean)", verdict(cls_curve[-1] > pooled[-1], cls_curve[-1], pooled[-1]), baseline))
+        if gap in results and {"first", "gap"} <= set(results[gap].readouts):
+            lag = results[gap].curve("gap")[0] - results[gap].curve("first")[0]
+            early = float(lag[: max(1, len(lag) // 2)].mean())
+            findings.append(Finding(
+                "In a GAP model the first-token readout catches up with the mean only at the top (Fig 11 right); rule: the mean readout's lead over the "
+                "first token is larger over the first half of the blocks than at the last block",
+                f"lead {early:.2%} (first half) vs {lag[-1]:.2%} (last block)", verdict(early > lag[-1], early, lag[-1])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text=f"Closed-form ridge probes on {PROBE_TRAIN_IMAGES} training images, scored on the test images; few-shot: 10 per class, 5 samples (PAPER.md §7).")
 
@@ -399,52 +463,72 @@ def data_scale_section(figure: str) -> Callable[[Any, Path], Section]:
     return section
 
 
-def fraction_attention_section(models: list[str]) -> Callable[[ResultBundle, Path], Section]:
+def fraction_attention_section(models: list[str], seed: str | None = None) -> Callable[[ResultBundle, Path], Section]:
+    """The Fig 4 section; ``models`` from the most to the least data, ``seed`` a second-seed 100% model."""
+
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_attention_distance_depth, save_figure
 
         results = bundle.unbundle()
-        figures = [p for name, r in results.items() for p in _figure(save_figure(plot_attention_distance_depth(r), figures_dir / "rq4" / f"attention_{name}"))]
+        figures = [p for name, r in results.items() if name != seed
+                   for p in _figure(save_figure(plot_attention_distance_depth(r), figures_dir / "rq4" / f"attention_{name}"))]
         numbers = {f"share_local_first_block[{name}]": round(float(local_share(r)[0]), 4) for name, r in results.items()}
         numbers.update({f"mean_distance_first_block_px[{name}]": round(float(r.distance[0].mean()), 3) for name, r in results.items()})
         findings = []
         present = [m for m in models if m in results]
         if len(present) >= 2:
             full, least = present[0], present[-1]
+            baseline = ""
+            if seed in results:
+                baseline = f"second-seed 100% ViT: {local_share(results[seed])[0]:.0%} local, {results[seed].distance[0].mean():.1f} px"
             findings.append(Finding(
                 "With less pre-training data, lower blocks learn fewer local heads (Fig 4; a scale effect that may not show at this size); rule: the first block "
                 "has a larger share of local heads (below half the uniform distance) in the 100% model than in the smallest-data model",
                 f"local heads in the first block: {local_share(results[full])[0]:.0%} ({full}) vs {local_share(results[least])[0]:.0%} ({least}); "
                 f"mean distance {results[full].distance[0].mean():.1f} vs {results[least].distance[0].mean():.1f} px",
-                verdict(local_share(results[full])[0] > local_share(results[least])[0], results[full].distance[0], results[least].distance[0])))
+                verdict(local_share(results[full])[0] > local_share(results[least])[0], results[full].distance[0], results[least].distance[0]), baseline))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="Mean attention distance per head of ViTs trained on 100% and less of the data (PAPER.md §2, Fig 4).")
 
     return section
 
 
-def probe_comparison_section(series: list[list[str]]) -> Callable[[ResultBundle, Path], Section]:
-    """The Fig 13 section; ``series`` lists each model size's ViTs from the most to the least data."""
+def middle_accuracy(curve: np.ndarray) -> float:
+    """Mean probe accuracy over the middle half of the blocks (Fig 13's intermediate layers)."""
+    middle = slice(len(curve) // 4, max(len(curve) // 4 + 1, 3 * len(curve) // 4))
+    return float(curve[middle].mean())
+
+
+def probe_comparison_section(series: list[list[str]], seeds: list[str | None], cnn: str) -> Callable[[ResultBundle, Path], Section]:
+    """The Fig 13 section. ``series`` lists each model size's ViTs from the most to the least data (base size
+    first); ``seeds[i]`` is a second-seed twin of ``series[i][0]``, the noise level of that size's comparison."""
 
     def section(bundle: ResultBundle, figures_dir: Path) -> Section:
         from seelike.plots import plot_probe_comparison, save_figure
 
         results = bundle.unbundle()
-        figures = _figure(save_figure(plot_probe_comparison(list(results.values()), readout="gap", regime="few_shot"), figures_dir / "rq4" / "probes"))
-        curves = {name: r.curve("gap", "few_shot")[0] for name, r in results.items()}
-        numbers = {f"few_shot_accuracy[{name}]": _fmt(c) for name, c in curves.items()}
+        shown = [r for name, r in results.items() if name not in seeds]
+        figures = _figure(save_figure(plot_probe_comparison(shown, readout="gap", regime="few_shot"), figures_dir / "rq4" / "probes"))
+        middle = {name: middle_accuracy(r.curve("gap", "few_shot")[0]) for name, r in results.items()}
+        numbers = {f"few_shot_accuracy[{name}]": _fmt(r.curve("gap", "few_shot")[0]) for name, r in results.items()}
+        numbers.update({f"few_shot_accuracy_middle_blocks[{name}]": round(value, 4) for name, value in middle.items()})
         findings = []
-        for models in series:
-            present = [m for m in models if m in curves]
+        for models, seed in zip(series, seeds):
+            present = [m for m in models if m in middle]
             if len(present) < 2:
                 continue
-            full, least = curves[present[0]], curves[present[-1]]
-            middle = slice(len(full) // 4, max(len(full) // 4 + 1, 3 * len(full) // 4))
+            full, least = present[0], present[-1]
+            baseline = f"second seed of {full}: {middle[seed]:.2%}" if seed in middle else ""
             findings.append(Finding(
-                f"More pre-training data gives stronger intermediate layers (Fig 13 left; {present[0]}); rule: mean 10-shot accuracy over the "
+                f"More pre-training data gives stronger intermediate layers (Fig 13 left; {full}); rule: mean 10-shot accuracy over the "
                 "middle blocks is higher for the 100% model than for the smallest-data model of the same size",
-                f"{full[middle].mean():.2%} ({present[0]}) vs {least[middle].mean():.2%} ({present[-1]})",
-                verdict(full[middle].mean() > least[middle].mean(), full[middle], least[middle])))
+                f"{middle[full]:.2%} ({full}) vs {middle[least]:.2%} ({least})", verdict(middle[full] > middle[least], middle[full], middle[least]), baseline))
+        largest = next((models[0] for models in reversed(series) if models and models[0] in middle), None)
+        if largest is not None and cnn in middle:
+            findings.append(Finding(
+                f"Larger ViTs have stronger intermediate layers than ResNets (Fig 13 right; {largest}); rule: mean 10-shot accuracy over the middle "
+                "blocks of the largest 100% ViT > over the middle units of the ResNet",
+                f"{middle[largest]:.2%} ({largest}) vs {middle[cnn]:.2%} ({cnn})", verdict(middle[largest] > middle[cnn], middle[largest], middle[cnn])))
         return Section(figures=figures, numbers=numbers, findings=findings,
                        text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
 
@@ -499,52 +583,67 @@ def random_init(spec: str) -> str:
 
 
 def build_steps(models: dict[str, str]) -> list[StudyStep]:
-    """The study's steps over the models named per role (PAPER.md: RQ1-RQ5)."""
+    """The study's steps over the models named per role (PAPER.md: RQ1-RQ5).
+
+    Sections find models by the names the study gives them: distinct short names over the specs its
+    steps use (:func:`~seelike.models.model.unique_names`), so a draft of the steps says which those are.
+    """
+    draft = _steps(models, unique_names([*models.values(), *(random_init(spec) for spec in models.values())]))
+    return _steps(models, unique_names([spec for step in draft for spec in step.models]))
+
+
+def _steps(models: dict[str, str], by_spec: dict[str, str]) -> list[StudyStep]:
     vit, gap, cnn, mixer = models["vit"], models["vit_gap"], models["resnet"], models["mixer"]
     fractions = [models[role] for role in ("vit_frac30", "vit_frac10", "vit_frac03") if role in models]
-    by_spec = unique_names([*models.values(), *(random_init(spec) for spec in models.values())])
-    names = {role: by_spec[spec] for role, spec in models.items()}
+    names = {role: by_spec[spec] for role, spec in models.items() if spec in by_spec}
     v, g, c = names["vit"], names["vit_gap"], names["resnet"]
+    random_vit, random_cnn, random_mixer = random_init(vit), random_init(cnn), random_init(mixer)
+    rv, rc = by_spec[random_vit], by_spec[random_cnn]
+    seed = models.get("vit_seed1")
     steps = [
         StudyStep("rq1_layer_similarity", "RQ1", "Layer similarity within and across ViT and ResNet (Fig 1, 2)",
-                  (vit, cnn, random_init(vit), random_init(cnn)), cka_run(), rq1_section(v, c, by_spec[random_init(vit)], by_spec[random_init(cnn)]),
+                  (vit, cnn, random_vit, random_cnn), cka_run(), rq1_section(v, c, rv, rc),
                   optional_models=True),
-        StudyStep("rq2_attention_distance", "RQ2", "How far each head looks (Fig 3)", (vit, gap, random_init(vit)),
-                  per_model(attention_run), attention_section(v, by_spec[random_init(vit)]), optional_models=True),
+        StudyStep("rq2_attention_distance", "RQ2", "How far each head looks (Fig 3)", (vit, gap, random_vit),
+                  per_model(attention_run), attention_section(v, rv), optional_models=True),
         StudyStep("rq2_receptive_fields", "RQ2", "Effective receptive fields (Fig 6)", (vit, cnn), per_model(receptive_field_run),
                   receptive_field_section(v, c), optional_models=True),
-        StudyStep("rq2_skip_norms", "RQ2", "What the skip connections carry (Fig 7)", (vit, cnn), per_model(skips_run),
-                  skips_section(v, c), optional_models=True),
-        StudyStep("rq2_local_heads", "RQ2", "Local heads against lower ResNet layers (Fig 5)", (vit, cnn, random_init(vit)),
+        StudyStep("rq2_skip_norms", "RQ2", "What the skip connections carry (Fig 7)", (vit, cnn, random_vit, random_cnn),
+                  per_model(skips_run), skips_section(v, c, rv, rc), optional_models=True, required_models=(vit, cnn)),
+        StudyStep("rq2_local_heads", "RQ2", "Local heads against lower ResNet layers (Fig 5)", (vit, cnn, random_vit),
                   head_similarity_run, head_similarity_section, optional_models=True, required_models=(vit, cnn)),
-        StudyStep("rq3_localization", "RQ3", "Spatial localization: CLS vs GAP ViT vs ResNet (Fig 9, 10)", (vit, gap, cnn),
-                  per_model(localization_run), localization_section(v, g, c), optional_models=True),
-        StudyStep("rq3_probes", "RQ3", "Probes per token and per readout (Fig 11)", (vit, gap, cnn), per_model(probes_run),
-                  probes_section(v, g, c), optional_models=True),
-        StudyStep("rq5_mixer", "RQ5", "MLP-Mixer against ViT and ResNet (appendix H)", (mixer, vit, cnn), cka_run(),
-                  rq5_section(names["mixer"], v, c)),
+        StudyStep("rq3_localization", "RQ3", "Spatial localization: CLS vs GAP ViT vs ResNet (Fig 9, 10)", (vit, gap, cnn, random_vit),
+                  per_model(localization_run), localization_section(v, g, c, rv), optional_models=True),
+        StudyStep("rq3_probes", "RQ3", "Probes per token and per readout (Fig 11)", (vit, gap, cnn, random_vit),
+                  per_model(probes_run), probes_section(v, g, c, rv), optional_models=True),
+        StudyStep("rq5_mixer", "RQ5", "MLP-Mixer against ViT and ResNet (appendix H)", (mixer, vit, cnn, random_mixer),
+                  cka_run(), rq5_section(names["mixer"], v, c, by_spec[random_mixer]), optional_models=True, required_models=(mixer, vit, cnn)),
     ]
     if "vit_noskip_early" in models or "vit_noskip_mid" in models:
         removed = {names[role]: NOSKIP_BLOCKS[role] for role in NOSKIP_BLOCKS if role in models}
         specs = tuple(models[role] for role in NOSKIP_BLOCKS if role in models)
-        steps.insert(5, StudyStep("rq2_no_skip", "RQ2", "ViTs with the skips of one block removed (Fig 8)", (vit, *specs), cka_run(),
-                                  noskip_section(v, removed), optional_models=True))
+        steps.insert(5, StudyStep("rq2_no_skip", "RQ2", "ViTs with the skips of one block removed (Fig 8)", (vit, *specs, *([seed] if seed else [])),
+                                  cka_run(), noskip_section(v, removed, names.get("vit_seed1")), optional_models=True))
     fraction_names = [by_spec[f] for f in fractions]
-    if fractions and "vit_seed1" in models:
+    if fractions and seed:
         steps.append(StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)",
-                               (vit, *fractions[::-1], models["vit_seed1"]), data_scale_run, data_scale_section("data_scale"),
-                               optional_models=True, required_models=(vit, models["vit_seed1"])))
+                               (vit, *fractions[::-1], seed), data_scale_run, data_scale_section("data_scale"),
+                               optional_models=True, required_models=(vit, seed)))
     if {"vit_large", "vit_large_frac10", "vit_large_seed1"} <= set(models):
         steps.append(StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)",
                                (models["vit_large"], models["vit_large_frac10"], models["vit_large_seed1"]), data_scale_run,
                                data_scale_section("data_scale_large")))
     large_roles = [role for role in ("vit_large", "vit_large_frac10") if role in models]
-    large = [models[role] for role in large_roles]
+    seeds = [role for role in ("vit_seed1", "vit_large_seed1") if role in models]
     if fractions:
         steps += [
-            StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", (vit, *fractions),
-                      per_model(attention_run), fraction_attention_section([v, *fraction_names]), optional_models=True),
-            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", (vit, *fractions, *large, cnn),
-                      per_model(few_shot_probes_run), probe_comparison_section([[v, *fraction_names], [names[role] for role in large_roles]]), optional_models=True),
+            StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", (vit, *fractions, *([seed] if seed else [])),
+                      per_model(attention_run), fraction_attention_section([v, *fraction_names], names.get("vit_seed1")), optional_models=True),
+            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)",
+                      (vit, *fractions, *(models[role] for role in large_roles), cnn, *(models[role] for role in seeds)),
+                      per_model(few_shot_probes_run),
+                      probe_comparison_section([[v, *fraction_names], [names[role] for role in large_roles]],
+                                               [names.get("vit_seed1"), names.get("vit_large_seed1")], c),
+                      optional_models=True, required_models=(vit,)),
         ]
     return steps
