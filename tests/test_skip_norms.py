@@ -171,3 +171,13 @@ def test_skips_command(tmp_path):
     assert load_result(out).kind == "skip_norms"
     refused = CliRunner().invoke(app, ["skips", VIT + "&no_attention_skip=[0,1,2]&no_mlp_skip=[0,1,2]", "--data", DATA, "--n", "16", "--out", str(out)])
     assert refused.exit_code == 2 and "at least one skip" in refused.output
+
+
+def test_skips_command_draws_a_vit_beside_a_resnet(tmp_path):
+    out = tmp_path / "skips"
+    resnet = "seelike:resnet?widths=[8,16]&units_per_stage=[2,2]"
+    outcome = CliRunner().invoke(app, ["skips", VIT, resnet, "--data", DATA, "--n", "16", "--batch-size", "16", "--out", str(out)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "attention, CLS" in outcome.output and "shortcut / branch" in outcome.output
+    assert load_result(out / "vit").kind == load_result(out / "resnet").kind == "skip_norms"
+    assert (out / "skip_norms.png").exists()

@@ -278,7 +278,7 @@ def _reporting() -> Iterator[None]:
 
 @app.command()
 def skips(
-    model: str,
+    models: Annotated[list[str], typer.Argument(help="one model (result in OUT) or several (OUT/<name>/ each), drawn side by side as in Fig 7")],
     out: OutOption = Path("runs/skips"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
@@ -287,25 +287,27 @@ def skips(
     seed: int = 0,
     device: str = "cpu",
 ) -> None:
-    """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7)."""
+    """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
     from seelike.data import load_dataset
     from seelike.plots import plot_skip_norms, save_figure
 
     with _reporting():
-        loaded = _load_models([model], device)[0]
-        result = skip_norm_ratios(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
-    result.save(out)
-    figure = save_figure(plot_skip_norms(result), out / "skip_norms")
-    lines = result.lines()
-    table = Table(title=f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}")
-    table.add_column("block")
-    for label in lines:
-        table.add_column(label, justify="right")
-    for row, block in enumerate(result.blocks):
-        table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
-    console.print(table)
-    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+        loaded = _load_models(models, device)
+        dataset = load_dataset(data, split=split)
+        results = [skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed) for model in loaded]
+    for result in results:
+        result.save(out if len(results) == 1 else out / result.metadata["model"])
+        lines = result.lines()
+        table = Table(title=f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}")
+        table.add_column("block")
+        for label in lines:
+            table.add_column(label, justify="right")
+        for row, block in enumerate(result.blocks):
+            table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
+        console.print(table)
+    figure = save_figure(plot_skip_norms(results), out / "skip_norms")
+    console.print(f"results: {', '.join(str(out if len(results) == 1 else out / r.metadata['model']) for r in results)}\nfigure: {figure[0]}")
 
 
 @app.command()
