@@ -102,3 +102,20 @@ def test_bad_settings_are_refused():
         config(augment="mixup")
     with pytest.raises(InvalidInputError, match="fraction"):
         config(fraction=0)
+
+
+def test_a_missing_or_unknown_device_is_refused_with_what_works(tmp_path):
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInputError, match="no CUDA GPU.*--device cpu"):
+            Trainer(config(), tmp_path, device="cuda")
+    with pytest.raises(InvalidInputError, match="cpu or cuda"):
+        Trainer(config(), tmp_path, device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_run_resumes_on_the_cpu(tmp_path):
+    first = Trainer(config(epochs=1), tmp_path, device="cuda")
+    first.run()
+    resumed = Trainer(config(), tmp_path, device="cpu")
+    summary = resumed.run()
+    assert resumed.step == 2 * resumed.steps_per_epoch and summary["device"].startswith("cpu")

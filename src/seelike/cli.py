@@ -66,6 +66,7 @@ def train(
     augment: str = "none",
     seed: int = 0,
     bf16: bool = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
 ) -> None:
     """Train one of seelike's own models (resumes when OUT holds an interrupted run)."""
     import json
@@ -81,7 +82,7 @@ def train(
             except json.JSONDecodeError:
                 model_config[key] = value
         train_config = TrainConfig(arch, model_config, data, fraction, epochs, steps, batch_size, lr, augment=augment, seed=seed, bf16=bf16)
-        summary = Trainer(train_config, out, on_epoch=_print_epoch).run()
+        summary = Trainer(train_config, out, on_epoch=_print_epoch, device=device).run()
     except SeelikeError as error:
         _fail(error)
     console.print(f"test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs "
@@ -127,13 +128,14 @@ def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table
 def zoo_train(
     names: Annotated[list[str], typer.Argument(help="zoo names (see `seelike zoo list`)")],
     runs: Annotated[Path, typer.Option(help="where training runs (and their resumable checkpoints) live")] = Path("runs/zoo"),
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
 ) -> None:
     """Train zoo models from their recipes and publish them into the installed zoo."""
     from seelike.models.zoo import train_zoo_model
 
     for name in names:
         try:
-            manifest = train_zoo_model(name, runs, on_epoch=_print_epoch)
+            manifest = train_zoo_model(name, runs, on_epoch=_print_epoch, device=device)
         except SeelikeError as error:
             _fail(error)
         console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min")

@@ -92,21 +92,47 @@ def augment_batch(images: Tensor, mode: str, generator: torch.Generator) -> Tens
 
 @torch.inference_mode()
 def evaluate(module: nn.Module, preprocessing: Preprocessing, dataset: Any, batch_size: int = 1000) -> float:
-    """Top-1 accuracy of ``module`` on ``dataset``."""
+    """Top-1 accuracy of ``module`` on ``dataset`` (on whatever device the module is)."""
     module.eval()
+    device = next(module.parameters()).device
     correct = 0
     for start in range(0, len(dataset), batch_size):
         indices = torch.arange(start, min(start + batch_size, len(dataset)))
-        logits = module(preprocessing(dataset.images(indices)))
-        correct += (logits.argmax(dim=1) == dataset.labels[indices]).sum().item()
+        logits = module(preprocessing(dataset.images(indices).to(device)))
+        correct += (logits.argmax(dim=1).cpu() == dataset.labels[indices]).sum().item()
     return correct / len(dataset)
 
 
-class Trainer:
-    """Train ``config`` into ``directory``; resumes from the last epoch checkpoint found there."""
+def training_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N``, refused with what works when it is not there."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise InvalidInputError(f"unknown device {name!r} ({error}); use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"--device {name}: this machine has no CUDA GPU torch can use; train with --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise InvalidInputError(f"seelike trains on cpu or cuda, not {device.type}")
+    return device
 
-    def __init__(self, config: TrainConfig, directory: str | Path, on_epoch: Callable[[dict], None] | None = None) -> None:
+
+def device_description(device: torch.device) -> str:
+    """What the manifest records as the training device."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class Trainer:
+    """Train ``config`` into ``directory`` on ``device``; resumes from the last epoch checkpoint found there.
+
+    The device is not part of the config: a run started on a GPU can resume on a CPU and the other way round.
+    """
+
+    def __init__(self, config: TrainConfig, directory: str | Path, on_epoch: Callable[[dict], None] | None = None,
+                 device: str = "cpu") -> None:
         self.config = config
+        self.device = training_device(device)
         self.directory = Path(directory)
         self.on_epoch = on_epoch
         self.train_set = load_dataset(config.data, split="train", fraction=config.fraction, seed=config.seed)
@@ -120,7 +146,7 @@ class Trainer:
         # Convolutions run 1.2x faster in channels-last on CPU, with bf16 too (benchmarks/train_speed.md);
         # a memory layout only, so the config (and a resumed run) does not change.
         self.memory_format = torch.channels_last if config.arch == "resnet" else torch.contiguous_format
-        self.module.to(memory_format=self.memory_format)
+        self.module.to(self.device, memory_format=self.memory_format)
         self.preprocessing = self._data_preprocessing(channels)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr, betas=(0.9, 0.999))
         self.steps_per_epoch = max(1, len(self.train_set) // config.batch_size)
@@ -144,11 +170,11 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> None:
         """Weights + optimizer moments (safetensors) and the rest (JSON), each written atomically."""
-        tensors = {f"model/{k}": v.detach().contiguous() for k, v in self.module.state_dict().items()}
+        tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         optimizer_state = self.optimizer.state_dict()
         for index, state in optimizer_state["state"].items():
             for key, value in state.items():
-                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().contiguous()
+                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
         temporary = self.directory / f".{TENSORS_FILE}.tmp"
         save_file(tensors, temporary)
         temporary.replace(self.directory / TENSORS_FILE)
@@ -206,11 +232,11 @@ class Trainer:
             if self.step >= self.total_steps:
                 break
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
-            images = augment_batch(self.train_set.images(indices), config.augment, generator)
-            labels = self.train_set.labels[indices]
+            images = augment_batch(self.train_set.images(indices), config.augment, generator).to(self.device, non_blocking=True)
+            labels = self.train_set.labels[indices].to(self.device, non_blocking=True)
             for group in self.optimizer.param_groups:
                 group["lr"] = learning_rate(self.step, self.total_steps, config.lr, config.warmup_steps)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = self.module(self.preprocessing(images).contiguous(memory_format=self.memory_format))
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
@@ -243,7 +269,7 @@ class Trainer:
             "steps": self.step,
             "train_seconds": round(self.train_seconds, 1),
             "images_per_second": round(throughput, 1),
-            "device": f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+            "device": device_description(self.device),
             "torch": torch.__version__,
             "config": asdict(self.config),
         }

@@ -108,13 +108,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train_zoo_model(name: str, runs: Path, publish: bool = True, on_epoch: Any = None) -> dict[str, Any]:
-    """Train (or resume) ``name`` from its recipe in ``runs/NAME``; with ``publish``, copy it into the zoo as fp16."""
+def train_zoo_model(name: str, runs: Path, publish: bool = True, on_epoch: Any = None, device: str = "cpu") -> dict[str, Any]:
+    """Train (or resume) ``name`` from its recipe in ``runs/NAME`` on ``device``; with ``publish``, copy it into the zoo as fp16."""
     if name not in RECIPES:
         raise ModelLoadError(f"no zoo recipe {name!r}; recipes: {', '.join(RECIPES)}")
     config, target, description = RECIPES[name]
     directory = Path(runs) / name
-    summary = Trainer(config, directory, on_epoch=on_epoch).run()
+    summary = Trainer(config, directory, on_epoch=on_epoch, device=device).run()
     if publish:
         summary = publish_checkpoint(name, directory / MODEL_FILE, summary, target, description)
     return summary
