@@ -210,3 +210,12 @@ def test_report_numbers_match_results_json(study_dir):
             assert html.escape(str(value)) in page
         for finding in step["findings"]:
             assert html.escape(finding["measured"]) in page
+
+
+def test_skip_ratio_of_a_resnet_whose_branches_start_at_zero_is_infinite():
+    import numpy as np
+
+    from seelike.presets import cnn_skip_ratio
+
+    assert cnn_skip_ratio({"shortcut_over_branch": np.array([np.inf, np.inf, np.nan])}) == np.inf
+    assert cnn_skip_ratio({"shortcut_over_branch": np.array([1.0, 3.0, np.nan])}) == 2.0

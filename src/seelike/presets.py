@@ -213,9 +213,9 @@ def vit_skip_ratio(result: Any) -> float:
 
 
 def cnn_skip_ratio(result: Any) -> float:
-    """Median ‖shortcut‖/‖branch‖ over a ResNet's units."""
-    ratios = result["shortcut_over_branch"]
-    return float(np.nanmedian(ratios[np.isfinite(ratios)]))
+    """Median ‖shortcut‖/‖branch‖ over a ResNet's units; inf where the branches are exactly zero
+    (a zero-initialised last norm at random init: the skip is all there is)."""
+    return float(np.nanmedian(result["shortcut_over_branch"]))
 
 
 def phase_change(result: Any) -> tuple[float, float]:
@@ -239,7 +239,9 @@ def skips_section(vit: str, cnn: str, random_vit: str, random_cnn: str) -> Calla
             vit_ratio, cnn_ratio = vit_skip_ratio(v), cnn_skip_ratio(c)
             baseline = ""
             if random_vit in results and random_cnn in results:
-                baseline = f"random init: {vit_skip_ratio(results[random_vit]):.2f} (ViT) vs {cnn_skip_ratio(results[random_cnn]):.2f} (ResNet)"
+                random_cnn_ratio = cnn_skip_ratio(results[random_cnn])
+                note = " (its branches start at zero)" if np.isinf(random_cnn_ratio) else ""
+                baseline = f"random init: {vit_skip_ratio(results[random_vit]):.2f} (ViT) vs {random_cnn_ratio:.2f} (ResNet{note})"
             findings.append(Finding(
                 "Skip connections dominate more in ViT than in ResNet (Fig 7); rule: median ‖skip‖/‖branch‖ over the ViT's blocks (spatial tokens) > the ResNet's",
                 f"{vit_ratio:.2f} (ViT) vs {cnn_ratio:.2f} (ResNet)", verdict(vit_ratio > cnn_ratio, vit_ratio, cnn_ratio), baseline))
