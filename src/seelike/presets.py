@@ -1,8 +1,9 @@
 """The studies ``seelike study`` runs: the steps of each preset and how each becomes a report section.
 
 Every finding is computed from the step's saved result by a rule written next to the claim,
-and is reported as held / not held at this scale, with the random-init value beside it where
-the step measures one. Nothing here is asserted in advance.
+and is reported as held / not held at this scale, with a baseline beside it where the step
+measures one: the same architecture at random init, or a second seed of the 100% model (the
+noise level of data-scale and no-skip comparisons). Nothing here is asserted in advance.
 """
 
 from __future__ import annotations
