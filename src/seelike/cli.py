@@ -298,8 +298,9 @@ def skips(
         loaded = _load_models(models, device)
         dataset = load_dataset(data, split=split)
         results = [skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed) for model in loaded]
-    for result in results:
-        result.save(out if len(results) == 1 else out / result.metadata["model"])
+    folders = [out if len(results) == 1 else out / result.metadata["model"] for result in results]
+    for result, folder in zip(results, folders):
+        result.save(folder)
         lines = result.lines()
         table = Table(title=f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}")
         table.add_column("block")
@@ -309,7 +310,7 @@ def skips(
             table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
         console.print(table)
     figure = save_figure(plot_skip_norms(results), out / "skip_norms")
-    console.print(f"results: {', '.join(str(out if len(results) == 1 else out / r.metadata['model']) for r in results)}\nfigure: {figure[0]}")
+    console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figure[0]}")
 
 
 @app.command()
