@@ -78,7 +78,8 @@ def test_scores_and_helpers():
     grid = np.eye(3)
     grid[1, 1] = np.nan
     assert localization_scores(grid)["share_first"] == pytest.approx(2 / 3)
-    assert default_positions((7, 7)) == [(0, 0), (0, 3), (3, 3)] and default_positions((1, 1)) == [(0, 0)]
+    assert default_positions((7, 7)) == [(1, 1), (1, 3), (3, 3)] and default_positions((1, 1)) == [(0, 0)]
+    assert default_positions((3, 3)) == [(0, 0), (0, 1), (1, 1)]  # too small to step in from the border
     assert parse_positions(["0,0 1,2", "3,3;4,4"]) == [(0, 0), (1, 2), (3, 3), (4, 4)]
     with pytest.raises(InvalidInputError, match="ROW,COLUMN"):
         parse_positions(["0-0"])
@@ -104,7 +105,7 @@ def test_cnn_path_compares_feature_map_positions_with_cells_of_their_grid(datase
     model = load_model("seelike:resnet?widths=[8,16]&units_per_stage=[1,1]")
     result = spatial_localization(model, dataset, n=16, batch_size=16, layers="stages.1.0")
     assert result.metadata["grids"] == [[14, 14]] and result["cka"].shape == (1, 196, 196)
-    assert result.heatmap("stages.1.0", (13, 0)).shape == (14, 14) and result.positions(0) == [(0, 0), (0, 7), (7, 7)]
+    assert result.heatmap("stages.1.0", (13, 0)).shape == (14, 14) and result.positions(0) == [(1, 1), (1, 7), (7, 7)]
 
 
 def test_layers_of_different_grids_are_padded_and_merge_equals_one_pass(dataset):

@@ -462,7 +462,7 @@ def attention(
     device: str = "cpu",
 ) -> None:
     """Mean attention distance of every head of every block (paper Fig 3, PAPER.md §2)."""
-    from seelike.analyses.attention_distance import attention_distances
+    from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
     from seelike.data import load_dataset
     from seelike.plots import attention_distance_figures
 
@@ -474,12 +474,13 @@ def attention(
         _fail(error)
     result.save(out)
     meta = result.metadata
-    half = result.image_width / 2
+    threshold = LOCAL_FRACTION * result.uniform_distance  # local: relative to uniform attention on this grid, not the image width
     table = Table(title=f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}; "
-                        f"uniform attention gives {meta['uniform_distance']:.1f}")
-    for column in ("block", "mean distance", "min head", "max head", f"heads < {half:g} px", "renormalised", "prefix mass"):
+                        f"uniform attention gives {meta['uniform_distance']:.1f}; local heads: renormalised distance "
+                        f"< {threshold:.1f} px ({LOCAL_FRACTION:g} × uniform) and prefix mass < {MAX_PREFIX_MASS:g}")
+    for column in ("block", "mean distance", "min head", "max head", "local heads", "renormalised", "prefix mass"):
         table.add_column(column, justify="right")
-    shares = result.share_below(half)
+    shares = result.local_share()
     for row, block in enumerate(result.blocks):
         distance = result.distance[row]
         table.add_row(str(block), f"{distance.mean():.2f}", f"{distance.min():.2f}", f"{distance.max():.2f}", f"{shares[row]:.0%}",
@@ -530,7 +531,7 @@ def heads(
 
 @app.command()
 def erf(
-    model: str,
+    models: Annotated[list[str], typer.Argument(help="one or more model specs; several are measured with one channel averaging")],
     out: OutOption = Path("runs/erf"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
@@ -538,27 +539,34 @@ def erf(
     batch_size: int = 32,
     blocks: Annotated[Optional[str], typer.Option(help="blocks, e.g. '0,2,5' (default: all)")] = None,
     pre_residual: Annotated[bool, typer.Option("--pre-residual", help="the residual branch only (ViT: MLP branch; ResNet: branch)")] = False,
-    channels: Annotated[str, typer.Option(help="auto | exact (per-channel gradients) | sum (gradient of the channel sum)")] = "auto",
+    channels: Annotated[str, typer.Option(help="auto (exact when every model is narrow enough, else sum, the same for all) | exact (per-channel gradients) | sum (gradient of the channel sum)")] = "auto",
     seed: int = 0,
     device: str = "cpu",
 ) -> None:
-    """Effective receptive fields of each block's central position (paper Fig 6, PAPER.md §4)."""
-    from seelike.analyses.receptive_field import effective_receptive_fields
+    """Effective receptive fields of each block's central position (paper Fig 6, PAPER.md §4).
+
+    Several models are written to OUT/NAME and share one channel averaging, so their radii compare."""
+    from seelike.analyses.receptive_field import effective_receptive_fields, resolve_channel_average
     from seelike.data import load_dataset
     from seelike.plots import receptive_field_figures
 
     with _reporting():
-        loaded = _load_models([model], device)[0]
-        result = effective_receptive_fields(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
-                                            blocks=_parse_blocks(blocks), pre_residual=pre_residual, channels=channels, seed=seed)
-    result.save(out)
-    figures = receptive_field_figures(result, out)
-    meta = result.metadata
-    table = Table(title=f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
-                        f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px")
-    for column in ("layer", "radius 50% (px)", "radius 90% (px)"):
-        table.add_column(column, justify="right")
-    for name, r50, r90 in zip(result.layer_names, result["radius_50"], result["radius_90"]):
-        table.add_row(name, f"{r50:.1f}", f"{r90:.1f}")
-    console.print(table)
-    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+        loaded = _load_models(list(models), device)
+        chosen_blocks = _parse_blocks(blocks)
+        mode = resolve_channel_average(loaded, channels, chosen_blocks, pre_residual)
+        dataset = load_dataset(data, split=split)
+        results = [effective_receptive_fields(model, dataset, n=n, batch_size=batch_size, blocks=chosen_blocks,
+                                              pre_residual=pre_residual, channels=mode, seed=seed) for model in loaded]
+    for model, result in zip(loaded, results):
+        directory = out if len(loaded) == 1 else out / model.name
+        result.save(directory)
+        figures = receptive_field_figures(result, directory)
+        meta = result.metadata
+        table = Table(title=f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
+                            f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px")
+        for column in ("layer", "radius 50% (px)", "radius 90% (px)"):
+            table.add_column(column, justify="right")
+        for name, r50, s50, r90, s90 in zip(result.layer_names, result["radius_50"], result["radius_50_se"], result["radius_90"], result["radius_90_se"]):
+            table.add_row(name, f"{r50:.1f} ± {s50:.1f}", f"{r90:.1f} ± {s90:.1f}")
+        console.print(table)
+        console.print(f"result: {directory / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")

@@ -24,8 +24,11 @@ from seelike.data import ImageDataset
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
+from seelike.statistics import bootstrap_means, standard_error
 
 __all__ = [
+    "LOCAL_FRACTION",
+    "MAX_PREFIX_MASS",
     "AttentionDistance",
     "AttentionDistanceResult",
     "attention_distances",
@@ -34,6 +37,13 @@ __all__ = [
     "prefix_attention_mass",
     "uniform_attention_distance",
 ]
+
+#: a head is *local* when its (renormalised) distance is below this fraction of the uniform-attention
+#: distance of the model's own grid (14.4 px on 7×7 with patch 4: local below 7.2 px) ...
+LOCAL_FRACTION = 0.5
+#: ... and it puts less than this share of its attention on prefix tokens (a head that sits on CLS or
+#: registers has a small unrenormalised distance without looking at its neighbourhood)
+MAX_PREFIX_MASS = 0.5
 
 
 def patch_distances(grid: tuple[int, int], patch_size: int, dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
@@ -112,9 +122,33 @@ class AttentionDistanceResult(Result):
         """Width of the patch grid in pixels (the reference for 'local' heads: below half of it)."""
         return float(self.metadata["image_width"])
 
+    @property
+    def uniform_distance(self) -> float:
+        """Distance of uniform attention over this model's grid (the reference for local heads)."""
+        return float(self.metadata["uniform_distance"])
+
     def share_below(self, pixels: float) -> np.ndarray:
         """Share of heads per block whose distance is below ``pixels`` [blocks]."""
         return (self.distance < pixels).mean(axis=1)
+
+    def local_heads(self, fraction: float = LOCAL_FRACTION, draw: int | None = None) -> np.ndarray:
+        """Which heads are local [blocks, heads]: renormalised distance below ``fraction`` × the uniform
+        distance and prefix mass below :data:`MAX_PREFIX_MASS`; ``draw`` reads one bootstrap draw instead."""
+        if draw is None:
+            renormalised, prefix = self.arrays["renormalised"], self.arrays["prefix_mass"]
+        else:
+            renormalised, prefix = self.arrays["renormalised_bootstrap"][draw], self.arrays["prefix_mass_bootstrap"][draw]
+        return (renormalised < fraction * self.uniform_distance) & (prefix < MAX_PREFIX_MASS)
+
+    def local_share(self, fraction: float = LOCAL_FRACTION) -> np.ndarray:
+        """Share of local heads per block [blocks] (see :meth:`local_heads`)."""
+        return self.local_heads(fraction).mean(axis=1)
+
+    def local_share_draws(self, fraction: float = LOCAL_FRACTION) -> np.ndarray:
+        """Bootstrap draws [draws, blocks] of :meth:`local_share` (empty when the result has no draws)."""
+        if "renormalised_bootstrap" not in self.arrays:
+            return np.zeros((0, len(self.distance)))
+        return np.stack([self.local_heads(fraction, d).mean(axis=1) for d in range(len(self.arrays["renormalised_bootstrap"]))])
 
 
 class AttentionDistance:
@@ -142,6 +176,7 @@ class AttentionDistance:
         self.layers: list[Layer] = layers
         self.layout = model.token_layout
         self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU
+        self._per_image: list[Tensor] = []  # [B, blocks, 3, heads] per-image means: for the bootstrap over images
         self._rows = 0  # query rows (images × patches) summed per block
         self.num_images = 0
 
@@ -158,14 +193,16 @@ class AttentionDistance:
         for layer in self.layers:
             attn = self._tensor(activations, layer)
             terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
-            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]))
+            sums.append(torch.stack([term.sum(dim=2) for term in terms], dim=1))  # [B, 3, heads]
             heads.add(attn.shape[1])
             batch = attn.shape[0]
         if len(heads) != 1:
             raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
-        state = torch.stack(sums).to("cpu", torch.float64)
+        per_image = torch.stack(sums, dim=1).to("cpu", torch.float64)  # [B, blocks, 3, heads]
+        state = per_image.sum(dim=0)
         if self._sums is not None and self._sums.shape != state.shape:
             raise InvalidInputError(f"batch has {state.shape[-1]} heads, earlier batches {self._sums.shape[-1]}")
+        self._per_image.append(per_image / layout.num_patches)
         self._sums = state if self._sums is None else self._sums + state
         self._rows += batch * layout.num_patches
         self.num_images += batch
@@ -177,6 +214,7 @@ class AttentionDistance:
         if other._sums is None:
             return
         self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
+        self._per_image.extend(other._per_image)
         self._rows += other._rows
         self.num_images += other.num_images
 
@@ -191,6 +229,10 @@ class AttentionDistance:
             "prefix_mass": means[:, 2],
             "blocks": np.array([layer.block for layer in self.layers]),
         }
+        draws = bootstrap_means(torch.cat(self._per_image).numpy(), seed=0)  # [draws, blocks, 3, heads]
+        for index, name in enumerate(("distance", "renormalised", "prefix_mass")):
+            arrays[f"{name}_bootstrap"] = draws[:, :, index]
+            arrays[f"{name}_se"] = standard_error(draws[:, :, index])
         computed = {
             "model": self.model.name,
             "model_spec": self.model.spec,
@@ -203,6 +245,8 @@ class AttentionDistance:
             "uniform_distance": uniform_attention_distance(layout.grid, layout.patch_size),
             "prefix_tokens": "dropped as queries and keys; distance not renormalised (renormalised array beside it)",
             "unit": "pixels",
+            "uncertainty": "bootstrap over images (seed 0): *_bootstrap [draws, blocks, heads], *_se their standard deviation",
+            "local_head": f"renormalised distance < {LOCAL_FRACTION} x uniform distance and prefix mass < {MAX_PREFIX_MASS}",
         }
         return AttentionDistanceResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
 

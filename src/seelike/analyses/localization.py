@@ -44,9 +44,14 @@ Position = tuple[int, int]
 
 
 def default_positions(grid: Sequence[int]) -> list[Position]:
-    """Corner (0, 0), edge (0, mid) and interior (mid, mid) of a grid, without repeats (Fig 9)."""
+    """Near-corner, edge and interior positions that hold image content, without repeats (Fig 9).
+
+    Centred objects (Fashion-MNIST, most photographs) leave the outermost ring of cells empty or
+    background, so on grids of 5 or more the near-corner and edge positions sit one cell in:
+    (1, 1), (1, mid), (mid, mid); smaller grids use the corner, edge and centre themselves."""
     rows, columns = grid
-    return list(dict.fromkeys([(0, 0), (0, columns // 2), (rows // 2, columns // 2)]))
+    inset = 1 if min(rows, columns) >= 5 else 0
+    return list(dict.fromkeys([(inset, inset), (inset, columns // 2), (rows // 2, columns // 2)]))
 
 
 def parse_positions(texts: Sequence[str]) -> list[Position]:
@@ -98,7 +103,8 @@ class LocalizationResult(Result):
     """Token-vs-input-cell CKA per layer (Fig 9, 10).
 
     Arrays: ``cka`` [layers, P, Q] with P = Q = the largest grid's cell count (a layer with a smaller
-    grid is NaN-padded beyond it; use :meth:`heatmap`), ``share_first``, ``diagonal_gap``,
+    grid is NaN-padded beyond it; use :meth:`heatmap`), ``standard_error`` [layers, P, Q] (each cell's
+    delta-method SE), ``share_first``, ``diagonal_gap``,
     ``diagonal_mean``, ``off_diagonal_mean`` [layers]. Metadata: ``layers``, ``grids`` (rows,
     columns per layer), ``positions`` (asked for the figures, or None for the defaults), model, data, n.
     """
@@ -193,12 +199,14 @@ class Localization:
         index = {name: i for i, name in enumerate(cka.names)}
         size = max(rows * columns for rows, columns in self.grids)
         grids = np.full((len(self.layers), size, size), np.nan)
+        errors = np.full((len(self.layers), size, size), np.nan)
         scores: dict[str, list[float]] = {}
         for k, (layer, grid) in enumerate(zip(self.layers, self.grids)):
             cells = list(np.ndindex(*grid))
             tokens = [index[f"{layer.name}/token/{r},{c}"] for r, c in cells]
             pixels = [index[f"pixels/{grid[0]}x{grid[1]}/{r},{c}"] for r, c in cells]
             grids[k, :len(cells), :len(cells)] = cka.matrix[np.ix_(tokens, pixels)]
+            errors[k, :len(cells), :len(cells)] = cka.arrays["standard_error"][np.ix_(tokens, pixels)]
             for key, value in localization_scores(grids[k, :len(cells), :len(cells)]).items():
                 scores.setdefault(key, []).append(value)
         computed = {
@@ -208,7 +216,7 @@ class Localization:
             "estimator": "minibatch CKA, linear kernel, unbiased HSIC", "undefined": undefined,
             "pixels": "the model's preprocessed input cut into each layer's grid",
         }
-        arrays = {"cka": grids, **{key: np.array(values) for key, values in scores.items()}}
+        arrays = {"cka": grids, "standard_error": errors, **{key: np.array(values) for key, values in scores.items()}}
         return LocalizationResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
 
 

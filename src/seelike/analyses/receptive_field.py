@@ -27,12 +27,15 @@ from seelike.data import ImageDataset, iterate_batches
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
+from seelike.statistics import bootstrap_means, standard_error
 
 __all__ = [
     "ReceptiveFieldResult",
     "centre_position",
     "effective_receptive_fields",
+    "mass_outside_patch",
     "mass_radius",
+    "resolve_channel_average",
     "receptive_field_layers",
     "receptive_field_maps",
 ]
@@ -65,12 +68,14 @@ def centre_position(model: Model, layer: Layer, shape: Sequence[int]) -> tuple[i
     )
 
 
-def receptive_field_layers(model: Model, blocks: Sequence[int] | None = None, pre_residual: bool = False) -> list[Layer]:
-    """The layers whose ERF is taken: each block's output, or its residual branch when ``pre_residual``."""
+def receptive_field_layers(model: Model, blocks: Sequence[int] | None = None, pre_residual: bool = False,
+                           embedding: bool = False) -> list[Layer]:
+    """The layers whose ERF is taken: each block's output, or its residual branch when ``pre_residual``;
+    with ``embedding``, first the input of block 0 (a ViT's patch embedding, a ResNet's stem)."""
     blocks = list(range(model.num_blocks)) if blocks is None else list(blocks)
     if not blocks:
         raise InvalidInputError(f"{model.spec}: no blocks to take receptive fields of")
-    layers = []
+    layers = [model.role(0, "input")] if embedding else []
     for block in blocks:
         if not pre_residual:
             layers.append(model.role(block, "output"))
@@ -86,6 +91,28 @@ def receptive_field_layers(model: Model, blocks: Sequence[int] | None = None, pr
     return layers
 
 
+def resolve_channel_average(models: Sequence[Model], channels: str = "auto", blocks: Sequence[int] | None = None,
+                            pre_residual: bool = False, exact_limit: int = EXACT_LIMIT) -> str:
+    """One channel averaging for several models, so their ERFs are the same estimator side by side:
+    "auto" is "exact" only when every model's layers have at most ``exact_limit`` channels in all."""
+    if channels != "auto":
+        return _resolve_channels(channels, [], exact_limit)
+    widths = []
+    for model in models:
+        layers = receptive_field_layers(model, blocks, pre_residual)
+        widths.append(sum(_layer_width(model, layer) for layer in layers))
+    return "exact" if all(width <= exact_limit for width in widths) else "sum"
+
+
+def _layer_width(model: Model, layer: Layer) -> int:
+    """Channels of ``layer``'s output, read from one forward pass of a blank image."""
+    from seelike.capture import Capture
+
+    with Capture(model, [layer]) as capture:
+        tensor = capture(torch.zeros(1, *model.preprocessing.input_size), preprocess=False)[layer.name]
+    return int(tensor.shape[-1] if layer.kind == "tokens" else tensor.shape[1])
+
+
 def _resolve_channels(channels: str, widths: Sequence[int], exact_limit: int) -> str:
     if channels not in ("auto", "exact", "sum"):
         raise InvalidInputError(f"channels must be 'auto', 'exact' or 'sum', got {channels!r}")
@@ -95,9 +122,11 @@ def _resolve_channels(channels: str, widths: Sequence[int], exact_limit: int) ->
 
 
 def receptive_field_maps(
-    model: Model, images: Tensor, layers: Sequence[Layer], channels: ChannelAverage = "sum", exact_limit: int = EXACT_LIMIT
+    model: Model, images: Tensor, layers: Sequence[Layer], channels: ChannelAverage = "sum", exact_limit: int = EXACT_LIMIT,
+    per_image: bool = False,
 ) -> tuple[Tensor, str, list[tuple[float, float]]]:
-    """Unnormalised ERF maps [L, H, W] summed over the batch ``images`` [B, C, H, W] in [0, 1] (§4).
+    """Unnormalised ERF maps [L, H, W] summed over the batch ``images`` [B, C, H, W] in [0, 1] (§4);
+    with ``per_image`` one map per image [B, L, H, W] (images do not interact in an eval-mode forward).
 
     Each map is Σ_images mean_c Σ_input-channels |∂ y_c(centre) / ∂ x| for ``channels="exact"``, or
     Σ_images Σ_input-channels |∂ Σ_c y_c(centre) / ∂ x| / C for ``"sum"``. Returns the maps, the
@@ -135,18 +164,19 @@ def receptive_field_maps(
             for layer in layers:
                 y = centres[layer.name]  # [B, C]
                 if mode == "exact":
-                    total = torch.zeros(x.shape[-2:], dtype=torch.float64, device=x.device)
+                    total = torch.zeros((x.shape[0], *x.shape[-2:]), dtype=torch.float64, device=x.device)
                     for c in range(y.shape[1]):
                         (gradient,) = torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)
-                        total += gradient.abs().sum(dim=(0, 1)).double()
+                        total += gradient.abs().sum(dim=1).double()
                 else:
                     (gradient,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
-                    total = gradient.abs().sum(dim=(0, 1)).double()
-                maps.append(total / y.shape[1])
+                    total = gradient.abs().sum(dim=1).double()
+                maps.append(total / y.shape[1])  # [B, H, W]
     finally:
         for handle in handles:
             handle.remove()
-    return torch.stack(maps).cpu(), mode, [positions[layer.name] for layer in layers]
+    stacked = torch.stack(maps, dim=1).cpu()  # [B, L, H, W]
+    return (stacked if per_image else stacked.sum(dim=0)), mode, [positions[layer.name] for layer in layers]
 
 
 def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -> float:
@@ -160,10 +190,33 @@ def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -
     return float(distance[order][np.searchsorted(mass / mass[-1], fraction * (1 - 1e-12))])
 
 
+def mass_outside_patch(erf: np.ndarray, centre: tuple[float, float], patch_size: int) -> float:
+    """Share of the map's mass outside the ``patch_size`` cell (of a grid from the top-left corner) holding ``centre``:
+    0 for a patch embedding by construction, large once a block mixes in other patches (§4)."""
+    total = float(erf.sum())
+    if not total > 0:
+        return float("nan")
+    top, left = (int(np.floor(c / patch_size)) * patch_size for c in centre)
+    return 1.0 - float(erf[top:top + patch_size, left:left + patch_size].sum()) / total
+
+
+def _radii(maps: np.ndarray, centres: Sequence[tuple[float, float]], patch_size: int | None) -> dict[str, np.ndarray]:
+    """Radii (and the mass outside the own patch) of each normalised map [L, H, W]."""
+    values = {
+        "radius_50": np.array([mass_radius(m, c, 0.5) for m, c in zip(maps, centres)]),
+        "radius_90": np.array([mass_radius(m, c, 0.9) for m, c in zip(maps, centres)]),
+    }
+    if patch_size:
+        values["outside_patch"] = np.array([mass_outside_patch(m, c, patch_size) for m, c in zip(maps, centres)])
+    return values
+
+
 @dataclass(frozen=True)
 class ReceptiveFieldResult(Result):
     """Arrays ``maps`` [layers, H, W] in [0, 1], ``radius_50`` / ``radius_90`` [layers] (px), ``centre``
-    [layers, 2] (px), ``blocks`` [layers], ``scale`` [layers] (each map's maximum before normalising)."""
+    [layers, 2] (px), ``blocks`` [layers], ``scale`` [layers] (each map's maximum before normalising);
+    with a patch size, ``outside_patch`` [layers] (share of mass outside the centre's own patch). Each
+    radius and share has ``<name>_bootstrap`` [draws, layers] (bootstrap over images) and ``<name>_se``."""
 
     kind: ClassVar[str] = "receptive_field"
 
@@ -186,34 +239,44 @@ def effective_receptive_fields(
     channels: ChannelAverage = "auto",
     exact_limit: int = EXACT_LIMIT,
     seed: int = 0,
+    embedding: bool = False,
+    patch_size: int | None = None,
 ) -> ReceptiveFieldResult:
     """ERF map of each block's centre (§4) over ``n`` images of ``dataset`` (default 32, as the paper).
 
     ``channels``: "exact" (mean over channels of |∂y_c/∂x|, one backward pass per channel), "sum"
     (|∂Σ_c y_c/∂x| / C, one pass) or "auto" (exact when the layers have at most ``exact_limit``
-    channels in all). Maps are normalised by their maximum; radii hold 50% and 90% of the mass.
+    channels in all). Maps are normalised by their maximum; radii hold 50% and 90% of the mass. ``embedding``
+    adds the input of block 0 first (the patch embedding alone: Fig 6's baseline for "larger fields");
+    ``patch_size`` (default: the model's, none for a CNN) gives the cell whose outside mass is reported.
+    Uncertainty: a bootstrap over the images (seed 0) of every radius and share.
     """
-    layers = receptive_field_layers(model, blocks, pre_residual)
+    layers = receptive_field_layers(model, blocks, pre_residual, embedding)
+    if patch_size is None and model.token_layout is not None:
+        patch_size = model.token_layout.patch_size
     started = time.perf_counter()
-    total, mode, centres = None, channels, []
+    mode, centres, per_image = channels, [], []
     for images, _, _ in iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed):
-        maps, mode, centres = receptive_field_maps(model, images, layers, channels, exact_limit)
-        total = maps if total is None else total + maps
+        maps, mode, centres = receptive_field_maps(model, images, layers, channels, exact_limit, per_image=True)
+        per_image.append(maps.numpy())
         channels = mode  # every batch averages channels the same way
-    total = (total / n).numpy()
+    images_maps = np.concatenate(per_image)  # [n, L, H, W]
+    total = images_maps.mean(axis=0)
     scale = total.reshape(len(layers), -1).max(axis=1)
     zero = [layer.name for layer, s in zip(layers, scale) if not s > 0]
     if zero:  # e.g. a zero-initialised residual branch: kept as an all-zero map, radii NaN
         warnings.warn(f"{model.spec}: the ERF of {zero} is 0 everywhere (constant in the input); radii are NaN", RuntimeWarning, stacklevel=2)
     normalised = total / np.where(scale > 0, scale, 1.0)[:, None, None]
-    arrays = {
-        "maps": normalised,
-        "radius_50": np.array([mass_radius(m, c, 0.5) for m, c in zip(normalised, centres)]),
-        "radius_90": np.array([mass_radius(m, c, 0.9) for m, c in zip(normalised, centres)]),
+    arrays = {"maps": normalised, **_radii(normalised, centres, patch_size)}
+    draws = [_radii(draw, centres, patch_size) for draw in bootstrap_means(images_maps, seed=0)]  # radii are scale-free
+    for name in list(arrays)[1:]:
+        arrays[f"{name}_bootstrap"] = np.stack([draw[name] for draw in draws])
+        arrays[f"{name}_se"] = standard_error(arrays[f"{name}_bootstrap"])
+    arrays.update({
         "centre": np.array(centres, dtype=np.float64),
         "blocks": np.array([layer.block for layer in layers]),
         "scale": scale,
-    }
+    })
     metadata = {
         "model": model.name,
         "model_spec": model.spec,
@@ -222,6 +285,9 @@ def effective_receptive_fields(
         "zero_layers": zero,
         "roles": [layer.role for layer in layers],
         "pre_residual": pre_residual,
+        "embedding": embedding,
+        "patch_size": patch_size,
+        "uncertainty": "bootstrap over images (seed 0): <name>_bootstrap [draws, layers], <name>_se",
         "channel_average": mode,
         "channel_average_meaning": (
             "mean over channels of |dy_c/dx| (exact)" if mode == "exact" else "|d(sum_c y_c)/dx| / C (gradient of the channel sum)"

@@ -29,6 +29,7 @@ from seelike.errors import InvalidInputError
 from seelike.models.model import BLOCK_OUTPUT, Layer, Model
 from seelike.results import Result
 from seelike.similarity import CKAResult
+from seelike.statistics import bootstrap_means, standard_error
 
 __all__ = ["SkipNormResult", "SkipNorms", "neighbour_cka", "skip_norm_ratios"]
 
@@ -107,6 +108,8 @@ class SkipNorms:
         self._sums: Tensor | None = None  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
         self._equal_batches = np.zeros((len(self.blocks), 2), dtype=np.int64)  # batches where residual == branch
         self._zero_branch = np.zeros((len(self.blocks), 2), dtype=np.int64)  # images whose branch norm is 0
+        self._prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
+        self._per_image: list[Tensor] = []  # [B, K, branches, (CLS, spatial mean)] per-image ratios: the bootstrap
         self.num_images = 0
         self.num_batches = 0
 
@@ -118,7 +121,7 @@ class SkipNorms:
 
     def update(self, activations: Mapping[str, Tensor]) -> None:
         """Add one batch: the role tensors of every block ([B, T, D] tokens or [B, C, H, W] maps)."""
-        rows, equal, zero = [], [], []
+        rows, equal, zero, per_image = [], [], [], []
         for b in self.blocks:
             get = {role: self._tensor(activations, layer) for role, layer in self.roles[b].items()}
             batch = next(iter(get.values())).shape[0]
@@ -130,12 +133,15 @@ class SkipNorms:
             else:
                 norms = [(_norm(get["shortcut"].flatten(1), channels=-1)[:, None], _norm(get["branch"].flatten(1), channels=-1)[:, None])]
                 equal.append([False, False])
-            rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
+            ratios = [skip / branch for skip, branch in norms]  # each [B, T] (residual: [B, 1])
+            rows.append(torch.stack([ratio.sum(dim=0) for ratio in ratios]))
+            per_image.append(torch.stack([torch.stack([ratio[:, 0], ratio[:, self._prefix:].mean(dim=1)], dim=1) for ratio in ratios], dim=1))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
         state = torch.stack(rows).cpu()
         if self._sums is not None and self._sums.shape != state.shape:
             raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
         self._sums = state if self._sums is None else self._sums + state
+        self._per_image.append(torch.stack(per_image, dim=1).cpu())
         self._equal_batches += np.array(equal, dtype=np.int64)
         self._zero_branch += np.array(zero, dtype=np.int64)
         self.num_images += batch
@@ -148,6 +154,7 @@ class SkipNorms:
         if other._sums is None:
             return
         self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
+        self._per_image.extend(other._per_image)
         self._equal_batches += other._equal_batches
         self._zero_branch += other._zero_branch
         self.num_images += other.num_images
@@ -160,6 +167,8 @@ class SkipNorms:
         means = (self._sums / self.num_images).numpy()
         removed = self._declared | (self._equal_batches == self.num_batches)
         blocks = np.array(self.blocks)
+        with np.errstate(invalid="ignore"):  # inf ratios (zero branches) stay inf; their SE is NaN
+            draws = bootstrap_means(torch.cat(self._per_image).numpy(), seed=0)  # [draws, K, branches, (CLS, spatial)]
         computed: dict[str, Any] = {"model": self.model.name, "model_spec": self.model.spec, "family": self.model.family,
                                     "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.layers]}
         if self.structure == "prenorm":
@@ -175,21 +184,27 @@ class SkipNorms:
                 per_token = means[:, index]
                 arrays[f"{branch}_per_token"] = per_token
                 arrays[f"{branch}_spatial"] = per_token[:, prefix:].mean(axis=1)
+                bootstrap = np.where(removed[None, :, index], np.nan, draws[:, :, index, 1])
+                arrays[f"{branch}_spatial_bootstrap"], arrays[f"{branch}_spatial_se"] = bootstrap, standard_error(bootstrap)
                 if prefix:
                     arrays[f"{branch}_cls"] = per_token[:, 0]
+                    bootstrap = np.where(removed[None, :, index], np.nan, draws[:, :, index, 0])
+                    arrays[f"{branch}_cls_bootstrap"], arrays[f"{branch}_cls_se"] = bootstrap, standard_error(bootstrap)
             no_skip = {branch: blocks[removed[:, i]].tolist() for i, branch in enumerate(BRANCHES)}
             if any(no_skip.values()):
                 warnings.warn(f"{self.model.spec}: no skip connection in blocks {no_skip}; their ratios are NaN", RuntimeWarning, stacklevel=2)
             computed.update(num_prefix_tokens=prefix, has_cls=bool(prefix), no_skip=no_skip,
                             ratios="‖z_t‖/‖a_t‖ (attention), ‖z₂_t‖/‖m_t‖ (MLP); L2 over channels, mean of per-image ratios")
         else:
-            arrays = {"blocks": blocks, "shortcut_over_branch": means[:, 0, 0]}
+            arrays = {"blocks": blocks, "shortcut_over_branch": means[:, 0, 0], "shortcut_over_branch_bootstrap": draws[:, :, 0, 0]}
+            arrays["shortcut_over_branch_se"] = standard_error(draws[:, :, 0, 0])
             computed.update(no_skip={}, ratios="‖shortcut‖/‖branch‖, L2 over C·H·W, mean of per-image ratios")
         zero_branch = {branch: blocks[self._zero_branch[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
         if any(zero_branch.values()):
             warnings.warn(f"{self.model.spec}: branches exactly zero for some images in blocks {zero_branch}: ratio inf "
                           "(a zero-initialised branch, e.g. a random-init ResNet's last BN)", RuntimeWarning, stacklevel=2)
         computed["zero_branch"] = zero_branch
+        computed["uncertainty"] = "bootstrap over images (seed 0) of the per-image ratios: <name>_bootstrap [draws, blocks], <name>_se"
         return SkipNormResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
 
 
