@@ -145,3 +145,19 @@ def test_probe_command_on_a_vit_and_a_resnet(tmp_path):
         assert result.kind == "probes" and result.arrays["accuracy"].shape == (1, blocks)
         assert (out / name / "probes.png").exists() and (out / name / "probes.svg").exists()
     assert (out / "probe_comparison.png").exists() and "gap 2-shot" in invocation.output
+
+
+def test_a_lambda_at_the_edge_of_the_grid_widens_it():
+    """Issue 14 item 5: a λ chosen at an edge is not a choice; the grid grows a decade there (at most MAX_WIDENINGS times)."""
+    import torch
+
+    from seelike.analyses.probes import MAX_WIDENINGS, _choose_lambda, widen_lambdas
+
+    assert widen_lambdas([1e-3, 1e-2, 1e-1], 0) == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert widen_lambdas([1e-3, 1e-2, 1e-1], 2) == [1e-3, 1e-2, 1e-1, 1.0]
+    assert widen_lambdas([1e-3, 1e-2, 1e-1], 1) is None
+    peak = 1e-5  # validation accuracy peaks two decades below the grid
+    grid, best = _choose_lambda(lambda g: torch.tensor([-abs(np.log10(v) - np.log10(peak)) for v in g]), [1e-3, 1e-2, 1e-1])
+    assert grid[best] == pytest.approx(peak) and 0 < best < len(grid) - 1
+    grid, best = _choose_lambda(lambda g: torch.tensor([-v for v in g]), [1e-3, 1e-2, 1e-1])  # always "smaller is better"
+    assert len(grid) == 3 + MAX_WIDENINGS and best == 0

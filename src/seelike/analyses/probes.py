@@ -33,7 +33,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -61,6 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LAMBDAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 4))
+MAX_WIDENINGS = 3  # a λ chosen at an edge of the grid widens it by a decade on that side, up to this many times
 READOUTS = ("gap", "cls", "first", "mean", "tokens")
 POOLED_READOUTS = ("gap", "cls", "first", "mean")
 MEMORY_WARNING_BYTES = 8 * 2**30
@@ -255,6 +256,27 @@ def _best_lambda(validation_accuracy: Tensor, lambdas: Sequence[float]) -> int:
 
 # ---------------------------------------------------------------------------------------------
 # Readouts
+
+
+def widen_lambdas(lambdas: Sequence[float], best: int) -> list[float] | None:
+    """The grid widened by a decade beyond the edge where ``best`` sits, or None when ``best`` is inside it."""
+    lambdas = list(lambdas)
+    if len(lambdas) < 2 or 0 < best < len(lambdas) - 1:
+        return None
+    return [lambdas[0] / 10, *lambdas] if best == 0 else [*lambdas, lambdas[-1] * 10]
+
+
+def _choose_lambda(score: Callable[[list[float]], Tensor], lambdas: Sequence[float]) -> tuple[list[float], int]:
+    """Choose λ by ``score(grid) -> validation accuracy [len(grid)]``, widening the grid while the choice is at an edge."""
+    grid = list(lambdas)
+    best = _best_lambda(score(grid), grid)
+    for _ in range(MAX_WIDENINGS):
+        wider = widen_lambdas(grid, best)
+        if wider is None:
+            break
+        grid = wider
+        best = _best_lambda(score(grid), grid)
+    return grid, best
 
 
 def _is_cnn(model: Model) -> bool:
@@ -452,10 +474,13 @@ def _fit_few_shot(model: Model, layers: Sequence[Layer], train_set: ImageDataset
         for (readout, b), x in stacked.items():
             probe = RidgeProbe(train_set.num_classes)
             probe.update(x[train_rows], all_labels[train_rows])
-            probe.fit(lambdas)
-            best = _best_lambda(probe.correct(x[validation_rows], all_labels[validation_rows])[:, 0], lambdas)
+
+            def score(grid: list[float], probe: RidgeProbe = probe, x: Tensor = x) -> Tensor:
+                return probe.fit(grid).correct(x[validation_rows], all_labels[validation_rows])[:, 0]
+
+            grid, best = _choose_lambda(score, lambdas)  # the probe is left fitted on ``grid``
             probes[readout, b, s] = (probe, best)
-            chosen[readouts.index(readout), b, s] = lambdas[best]
+            chosen[readouts.index(readout), b, s] = grid[best]
     return probes, chosen
 
 
@@ -480,12 +505,30 @@ def _fit_full(model: Model, layers: Sequence[Layer], train_set: ImageDataset, re
             counts = probes[key].correct(x, labels)
             correct[key] = counts + correct[key] if key in correct else counts
             probes[key].update(x, labels)  # the sums now hold every training image, for the refit
+    accuracy = {key: counts.mean(dim=1) / len(held_out) for key, counts in correct.items()}  # averaged over token positions
+    grids = {key: list(lambdas) for key in probes}
+    for _ in range(MAX_WIDENINGS):  # a λ at an edge of its grid: widen by a decade there, refit on the fitting images, rescore
+        wider = {key: widen_lambdas(grids[key], _best_lambda(accuracy[key], grids[key])) for key in probes}
+        wider = {key: grid for key, grid in wider.items() if grid is not None}
+        if not wider:
+            break
+        refits: dict[tuple[str, int], RidgeProbe] = {}
+        for features, labels in _stream(model, layers, train_set, fitting, batch_size, readouts, progress):
+            for key in wider:
+                refits.setdefault(key, RidgeProbe(train_set.num_classes)).update(features[key], labels)
+        counts: dict[tuple[str, int], Tensor] = {}
+        for features, labels in _stream(model, layers, train_set, held_out, batch_size, readouts, progress):
+            for key in wider:
+                result = refits[key].fit(wider[key]).correct(features[key], labels)
+                counts[key] = result + counts[key] if key in counts else result
+        for key, grid in wider.items():
+            grids[key], accuracy[key] = grid, counts[key].mean(dim=1) / len(held_out)
     validation_accuracy, chosen = np.zeros((len(readouts), len(layers))), np.zeros((len(readouts), len(layers)))
     for (readout, b), probe in probes.items():
-        accuracy = correct[readout, b].mean(dim=1) / len(held_out)  # averaged over token positions
-        best = _best_lambda(accuracy, lambdas)
-        validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[best].item(), lambdas[best]
-        probe.fit(lambdas[best])
+        grid = grids[readout, b]
+        best = _best_lambda(accuracy[readout, b], grid)
+        validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[readout, b][best].item(), grid[best]
+        probe.fit(grid[best])
     return probes, validation_accuracy, chosen
 
 
@@ -594,6 +637,8 @@ def probe_layers(
         "samples": samples if shots else 0,
         "few_shot_validation_per_class": shots or 0,
         "lambdas": lambdas,
+        "lambda_widening": f"a lambda chosen at an edge of the grid widens it by a decade on that side, up to {MAX_WIDENINGS} times; "
+                           "the chosen values are in the lambda / few_shot_lambda arrays",
         "lambda_selection": "held-out accuracy, ties to the largest lambda; objective (1/n)||Y - [Z, 1]W||^2 + lambda ||W||^2",
         "features": "gap: mean of spatial tokens (prefix/CLS excluded) or global average pool; tokens: one probe per "
                     "spatial position (prefix excluded), accuracy averaged over positions; few-shot std with ddof=1",
