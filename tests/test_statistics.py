@@ -38,3 +38,11 @@ def test_normal_draws_and_binomial():
     assert binomial_standard_error(0.5, 100) == pytest.approx(0.05)
     with pytest.raises(ValueError):
         binomial_standard_error(0.5, 0)
+
+
+def test_infinite_items_stay_infinite_and_nan_items_nan():
+    values = np.array([[1.0, 1.0], [np.inf, 2.0], [np.nan, 3.0]])
+    draws = bootstrap_means(values, draws=300, seed=0)
+    drawn_inf = np.isinf(draws[:, 0])
+    assert drawn_inf.any() and np.isfinite(draws[:, 1]).all()
+    assert not np.isnan(draws[:, 0][drawn_inf]).any()

@@ -218,11 +218,15 @@ def demo(out: OutOption = Path("runs/demo")) -> None:
     study(out=out, preset="zoo", models=None, data=None, n=None, batch_size=None, seed=0, device="cpu", plan=False)
 
 
+ZOO_ROLES = ("vit", "vit_gap", "resnet", "mixer", "vit_seed1", "vit_noskip_early", "vit_noskip_mid", "vit_frac30", "vit_frac10",
+             "vit_frac03", "vit_large", "vit_large_frac10", "vit_large_seed1")
+
+
 @app.command()
 def study(
     out: OutOption = Path("runs/study"),
     preset: Annotated[str, typer.Option(help="zoo (shipped models, Fashion-MNIST, offline) | paper (timm models, pretrained, ImageNet folder)")] = "zoo",
-    models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing a preset model (roles: vit, vit_gap, resnet, mixer)")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing or adding a preset model (roles: vit, vit_gap, resnet, mixer, vit_seed1, vit_noskip_early, vit_noskip_mid, vit_frac30, vit_frac10, vit_frac03, vit_large, vit_large_frac10, vit_large_seed1)")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="data spec (default: the preset's)")] = None,
     n: Annotated[Optional[int], typer.Option(help="images per analysis (default: the preset's)")] = None,
     batch_size: Optional[int] = None,
@@ -230,39 +234,49 @@ def study(
     device: str = "cpu",
     plan: Annotated[bool, typer.Option("--plan", help="list the steps and models without running anything")] = False,
 ) -> None:
-    """The whole paper in one run: every analysis, cached and resumable, and one HTML report."""
+    """The whole paper in one run: every analysis, cached and resumable, and one HTML report.
+
+    Settings and every model are checked before the first step (with --plan too, without loading
+    weights); the command exits with status 1 when a step failed or was skipped."""
     from dataclasses import replace
 
-    from seelike.presets import PRESET_MODELS, PRESET_SETTINGS, build_steps
-    from seelike.study import run_study
+    from seelike.study.analyses import images_needed
+    from seelike.study.engine import run_study, validate_study
+    from seelike.study.presets import PRESET_MODELS, PRESET_SETTINGS, build_steps
 
     if preset not in PRESET_MODELS:
         _fail(SeelikeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_MODELS)}"))
     roles = dict(PRESET_MODELS[preset])
     for item in models or []:
         role, _, spec = item.partition("=")
-        if role not in roles or not spec:
-            _fail(SeelikeError(f"--models takes ROLE=SPEC with ROLE one of {', '.join(roles)}; got {item!r}"))
+        if role not in ZOO_ROLES or not spec:
+            _fail(SeelikeError(f"--models takes ROLE=SPEC with ROLE one of {', '.join(ZOO_ROLES)}; got {item!r}"))
         roles[role] = spec
     settings = PRESET_SETTINGS[preset]
     settings = replace(settings, **{k: v for k, v in dict(data=data, n=n, batch_size=batch_size).items() if v is not None}, seed=seed, device=device)
-    steps = build_steps(roles)
+    try:
+        steps = build_steps(roles)
+        pool = validate_study(steps, settings, load=not plan)
+    except SeelikeError as error:
+        _fail(error)
     if plan:
-        console.print(f"study preset {preset!r} on {settings.data} (n={settings.n}, batch {settings.batch_size}):")
+        console.print(f"study preset {preset!r} on {settings.data} (n={settings.n}, batch {settings.batch_size}); every step reads at most n images of a split:")
         for step in steps:
-            console.print(f"  {step.question}  {step.name:<28} {', '.join(step.models)}")
+            console.print(f"  {step.question}  {step.name:<26} {images_needed(step, settings):<44} "
+                          + ", ".join(f"{role}={spec}" for role, spec in step.models.items()))
         return
 
     def report_step(index: int, total: int, outcome) -> None:
         colour = {"ok": "green", "cached": "cyan", "error": "red", "skipped": "yellow"}[outcome.status]
         console.print(f"[{index + 1}/{total}] [{colour}]{outcome.status:<7}[/{colour}] {outcome.step.name} ({outcome.seconds:.1f} s)"
-                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else ""))
+                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else "") + (f" [yellow]({outcome.note})[/yellow]" if outcome.note else ""))
 
-    outcomes = run_study(steps, settings, out, on_step=report_step)
-    failed = sum(o.status == "error" for o in outcomes)
+    outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
+    failed = [o.step.name for o in outcomes if o.status in ("error", "skipped")]
     console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
     if failed:
-        console.print(f"[yellow]{failed} step(s) failed; their sections show the error[/yellow]")
+        console.print(f"[red]{len(failed)} step(s) failed or were skipped: {', '.join(failed)}; their sections show why[/red]")
+        raise typer.Exit(1)
 
 
 @contextmanager

@@ -44,12 +44,18 @@ def bootstrap_means(per_item: np.ndarray, counts: np.ndarray | None = None, draw
     weights = np.zeros((draws, items))
     np.add.at(weights, (np.arange(draws)[:, None], picks), 1.0)  # how often each row is drawn
     flat = per_item.reshape(items, -1)
-    sums = weights @ flat
+    sums = weights @ np.where(np.isfinite(flat), flat, 0.0)  # 0·inf would be NaN in the product: non-finite rows counted apart
     if counts is None:
         totals = np.full(draws, float(items))
     else:
         totals = weights @ np.asarray(counts, dtype=np.float64)
-    return (sums / totals[:, None]).reshape(draws, *per_item.shape[1:])
+    means = sums / totals[:, None]
+    if not np.isfinite(flat).all():
+        positive, negative = weights @ (flat == np.inf), weights @ (flat == -np.inf)
+        means = np.where(positive > 0, np.inf, means)
+        means = np.where(negative > 0, -np.inf, means)
+        means = np.where(((positive > 0) & (negative > 0)) | (weights @ np.isnan(flat) > 0), np.nan, means)
+    return means.reshape(draws, *per_item.shape[1:])
 
 
 def normal_draws(value: np.ndarray, standard_error: np.ndarray, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,49 @@
+"""Helpers the research-question modules share: figure paths, number formatting, and quantities with draws."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seelike.similarity import CKAResult
+from seelike.study.verdicts import Quantity, draw_seed
+from seelike.statistics import normal_draws
+
+
+def png(paths: Mapping[str, list[Path]] | list[Path]) -> list[Path]:
+    """The PNG of each saved figure (save_figure writes PNG and SVG)."""
+    groups = paths.values() if isinstance(paths, Mapping) else [paths]
+    return [path for group in groups for path in group if path.suffix == ".png"]
+
+
+def rounded(values: Any, digits: int = 4) -> Any:
+    """A number or an array as JSON numbers (a list for arrays), rounded for reading."""
+    array = np.asarray(values, dtype=float)
+    return round(float(array), digits) if array.ndim == 0 else np.round(array, digits).tolist()
+
+
+class CKADraws:
+    """Normal draws of a whole CKA matrix from its cells' delta-method standard errors (cells independent)."""
+
+    def __init__(self, result: CKAResult, key: str) -> None:
+        self.result = result
+        self.draws = normal_draws(result.matrix, result.arrays["standard_error"], seed=draw_seed("cka", key))
+
+    def quantity(self, statistic: Callable[[CKAResult, np.ndarray], float]) -> Quantity:
+        """``statistic(result, matrix)`` on the measured matrix and on every draw."""
+        return Quantity(float(statistic(self.result, self.result.matrix)), np.array([statistic(self.result, d) for d in self.draws]))
+
+
+def block_of(result: CKAResult, matrix: np.ndarray, model_a: str, model_b: str | None = None) -> np.ndarray:
+    """The [a-layers, b-layers] block of ``matrix`` (the measured one or a draw) for two models of ``result``."""
+    rows = result._indices(model_a)
+    columns = result._indices(model_b if model_b is not None else model_a)
+    return matrix[np.ix_(rows, columns)]
+
+
+def bootstrap_quantity(result: Any, name: str, statistic: Callable[[np.ndarray], float]) -> Quantity:
+    """``statistic`` of ``result[name]`` and of each of its bootstrap draws ``result[name + '_bootstrap']``."""
+    return Quantity.of(statistic, result[name], result[f"{name}_bootstrap"])

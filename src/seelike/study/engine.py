@@ -1,0 +1,410 @@
+"""The study engine: settings, steps as data, the cache, the plan, the run, and each step's outcome.
+
+A study is a list of :class:`StudyStep` records, each naming the research question it answers
+(RQ1-RQ5), the analysis it runs (a kind of :data:`seelike.study.analyses.ANALYSES`, one call into
+:mod:`seelike.analyses`), its models by role (trained models and their baselines), its parameters
+and its section (figures, numbers and findings from the result; rules live in ``rq1`` .. ``rq5``).
+Every result is cached under ``OUT/cache`` keyed by everything that changes it (model specs and a
+hash of their weights, preprocessing, data spec, n, batch size, seed, the step's own settings,
+seelike's code and version), so a re-run is nearly instant and an interrupted study resumes where it
+stopped; a damaged cache entry is reported in one line and recomputed. A step that fails is reported
+in its section; the others go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from seelike.errors import InvalidInputError, ModelLoadError, SeelikeError
+from seelike.models.model import Model, unique_names
+from seelike.results import Result, atomic_write_text, load_result, seelike_version
+from seelike.study.verdicts import Finding
+
+log = logging.getLogger(__name__)
+
+QUESTIONS = {
+    "RQ1": "Are ViT representations more uniform across layers than CNN ones?",
+    "RQ2": "How do self-attention and skip connections shape information flow?",
+    "RQ3": "Do ViTs keep spatial information at the top, and how does the classifier (CLS vs GAP) change that?",
+    "RQ4": "How does data scale change intermediate representations?",
+    "RQ5": "What follows for other architectures (MLP-Mixer)?",
+}
+MIN_BATCH_SIZE = 4  # the unbiased HSIC of minibatch CKA needs at least 4 images per batch
+
+
+@dataclass
+class Section:
+    """What a step contributes to the report."""
+
+    figures: list[Path] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """Data and sampling shared by every step; all of it is part of every cache key."""
+
+    data: str = "fashion-mnist"
+    split: str = "test"
+    n: int = 5000
+    batch_size: int = 500
+    seed: int = 0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        """Refuse settings no step can use, before any work (one-line errors)."""
+        if not isinstance(self.n, int) or self.n < MIN_BATCH_SIZE:
+            raise InvalidInputError(f"--n must be an integer of at least {MIN_BATCH_SIZE} images, got {self.n!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < MIN_BATCH_SIZE:
+            raise InvalidInputError(f"--batch-size must be at least {MIN_BATCH_SIZE} (minibatch CKA's unbiased HSIC needs 4 images per batch), got {self.batch_size!r}")
+        if self.batch_size > self.n:
+            raise InvalidInputError(f"--batch-size {self.batch_size} is larger than --n {self.n}; use at most n images per batch")
+
+
+#: ``section(result, names, figures_dir)``: ``names`` maps each role the step ran with to its model's short name
+SectionBuilder = Callable[[Result, Mapping[str, str], Path], Section]
+
+
+@dataclass(frozen=True)
+class StudyStep:
+    """One step of a study, as data.
+
+    ``models`` maps each role to a model spec, trained models first, then baselines; ``baselines``
+    maps a baseline role to what it is ("random init of vit", "second seed of vit"). ``required``
+    names the roles the step cannot run without (None: all); other missing models are left out and
+    said so. ``images`` is how many images of the study's ``n`` the step reads (None: all n).
+    """
+
+    name: str
+    question: str
+    title: str
+    analysis: str
+    models: Mapping[str, str]
+    section: SectionBuilder = field(repr=False, compare=False)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    baselines: Mapping[str, str] = field(default_factory=dict)
+    required: tuple[str, ...] | None = None
+
+    @property
+    def specs(self) -> tuple[str, ...]:
+        """The distinct model specs the step reads, in role order."""
+        return tuple(dict.fromkeys(self.models.values()))
+
+    @property
+    def required_roles(self) -> tuple[str, ...]:
+        return tuple(self.models) if self.required is None else self.required
+
+
+@dataclass
+class StepOutcome:
+    step: StudyStep
+    status: Literal["ok", "cached", "error", "skipped"]
+    seconds: float = 0.0
+    section: Section | None = None
+    error: str = ""
+    cache_dir: Path | None = None
+    note: str = ""
+
+
+class ModelPool:
+    """Loads each model spec once per study and remembers what could not be loaded."""
+
+    def __init__(self, device: str, names: dict[str, str] | None = None) -> None:
+        self.device = device
+        self.names = names or {}
+        self._models: dict[str, Model] = {}
+        self.missing: dict[str, str] = {}
+
+    def get(self, spec: str) -> Model | None:
+        if spec in self._models:
+            return self._models[spec]
+        if spec in self.missing:
+            return None
+        from seelike.models import load_model
+
+        try:
+            model = load_model(spec, device=self.device)
+        except ModelLoadError as error:
+            self.missing[spec] = str(error)
+            return None
+        model.label = self.names.get(spec)
+        self._models[spec] = model
+        return model
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of seelike's own source: any change to an analysis, a constant or a preset makes its steps rerun."""
+    package = Path(__file__).parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(step: StudyStep, models: Sequence[Model], settings: StudySettings) -> str:
+    """A hash of everything that changes a step's numbers (a stale cache is a wrong number)."""
+    document = {
+        "code": code_fingerprint(),
+        "step": step.name,
+        "params": dict(step.params),
+        "models": [
+            {"spec": m.spec, "weights": m.fingerprint(), "preprocessing": asdict(m.preprocessing)} for m in models
+        ],
+        "settings": {k: v for k, v in asdict(settings).items() if k != "device"},
+        "seelike": seelike_version(),
+    }
+    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_study(
+    steps: Sequence[StudyStep],
+    settings: StudySettings,
+    out: str | Path,
+    on_step: Callable[[int, int, StepOutcome], None] | None = None,
+    pool: ModelPool | None = None,
+) -> list[StepOutcome]:
+    """Run (or load from cache) every step, then write ``results.json`` and ``report/index.html``.
+
+    ``pool``: the models :func:`validate_study` loaded (default: loaded as the steps need them)."""
+    from seelike.data import load_dataset
+    from seelike.report import write_report
+    from seelike.study.analyses import run_analysis
+
+    out = Path(out)
+    figures_dir = out / "report" / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    pool = pool or ModelPool(settings.device, unique_names([spec for step in steps for spec in step.specs]))
+    dataset = None
+    outcomes: list[StepOutcome] = []
+    study_started = time.perf_counter()
+    for index, step in enumerate(steps):
+        started = time.perf_counter()
+        loaded = {role: pool.get(spec) for role, spec in step.models.items()}
+        available = {role: model for role, model in loaded.items() if model is not None}
+        absent = [role for role, model in loaded.items() if model is None]
+        if set(absent) & set(step.required_roles) or not available:
+            reasons = "; ".join(f"{role} ({step.models[role]}): {pool.missing[step.models[role]]}" for role in absent)
+            outcome = StepOutcome(step, "skipped", error=f"models not available: {reasons}")
+        else:
+            try:
+                models = list({id(m): m for m in available.values()}.values())
+                key = cache_key(step, models, settings)
+                cache_dir = out / "cache" / f"{step.name}-{key}"
+                result, note = read_cache(cache_dir)
+                status = "cached"
+                if result is None:
+                    if dataset is None:
+                        dataset = load_dataset(settings.data, split=settings.split)
+                    result, status = run_analysis(step, available, dataset, settings), "ok"
+                    result.save(cache_dir)
+                names = {role: model.name for role, model in available.items()}
+                section = step.section(result, names, figures_dir)
+                if absent:
+                    section.text += f" Not shipped here, so left out: {', '.join(f'{r} ({step.models[r]})' for r in absent)}."
+                outcome = StepOutcome(step, status, section=section, cache_dir=cache_dir, note=note)
+            except Exception as error:  # one failing analysis must not lose the others
+                log.exception("study step %s failed", step.name)
+                detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+                if not isinstance(error, SeelikeError):
+                    detail += "\n" + traceback.format_exc(limit=4)
+                outcome = StepOutcome(step, "error", error=detail)
+        outcome.seconds = round(time.perf_counter() - started, 2)
+        outcomes.append(outcome)
+        if on_step:
+            on_step(index, len(steps), outcome)
+    total = round(time.perf_counter() - study_started, 1)
+    document = results_document(outcomes, settings, environment(settings, total))
+    atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=True))
+    write_report(document, out / "report")
+    return outcomes
+
+
+def read_cache(cache_dir: Path) -> tuple[Result | None, str]:
+    """The cached result of a step, or None when there is none; a damaged entry (truncated or corrupted
+    ``result.npz`` / ``result.json``) is logged in one line, removed, and reported in the note."""
+    if not (cache_dir / "result.json").exists() and not (cache_dir / "result.npz").exists():
+        return None, ""
+    try:
+        result = load_result(cache_dir)
+        for array in result.arrays.values():  # every array read in full: a truncated npz fails here, not later
+            np.asarray(array).sum()
+        return result, ""
+    except Exception as error:  # noqa: BLE001 -- any damage means: recompute
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        note = f"cache entry {cache_dir.name} was damaged ({type(error).__name__}: {reason}); recomputed"
+        log.warning(note)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        return None, note
+
+
+def environment(settings: StudySettings, seconds: float) -> dict[str, Any]:
+    import timm
+    import torchvision
+
+    return {
+        "seelike": seelike_version(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "device": settings.device if settings.device != "cpu" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
+        "platform": platform.platform(),
+        "total_seconds": seconds,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+RESULTS_SCHEMA_VERSION = 2
+
+
+def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, environment: Mapping[str, Any]) -> dict[str, Any]:
+    """Every number of the study as one JSON-ready document (the report renders from it alone).
+
+    Schema 2: ``settings``, ``environment``, ``summary`` (count of each verdict), ``questions``, and
+    per step: question, title, models by role, baselines, status, seconds, error, note, cache folder,
+    text, figures (paths relative to the report folder), numbers (JSON numbers or arrays) and findings
+    (every field of :class:`~seelike.study.verdicts.Finding`).
+    """
+    from seelike.study.verdicts import VERDICTS
+
+    findings = [f for o in outcomes if o.section for f in o.section.findings]
+    return {
+        "schema_version": RESULTS_SCHEMA_VERSION,
+        "settings": asdict(settings),
+        "environment": dict(environment),
+        "summary": {verdict: sum(f.verdict == verdict for f in findings) for verdict in VERDICTS},
+        "questions": QUESTIONS,
+        "steps": {
+            outcome.step.name: {
+                "question": outcome.step.question,
+                "title": outcome.step.title,
+                "analysis": outcome.step.analysis,
+                "models": dict(outcome.step.models),
+                "baselines": dict(outcome.step.baselines),
+                "status": outcome.status,
+                "seconds": outcome.seconds,
+                "error": outcome.error,
+                "note": outcome.note,
+                "cache": str(outcome.cache_dir) if outcome.cache_dir else None,
+                "text": outcome.section.text if outcome.section else "",
+                "figures": [_relative_figure(path) for path in outcome.section.figures] if outcome.section else [],
+                "numbers": _jsonable(outcome.section.numbers) if outcome.section else {},
+                "findings": [_jsonable(asdict(f)) for f in outcome.section.findings] if outcome.section else [],
+            }
+            for outcome in outcomes
+        },
+    }
+
+
+def _relative_figure(path: Path) -> str:
+    """A figure's path relative to the report folder (figures live in ``report/figures``)."""
+    parts = Path(path).parts
+    if "figures" not in parts:
+        return Path(path).as_posix()
+    last = len(parts) - 1 - parts[::-1].index("figures")
+    return Path(*parts[last:]).as_posix()
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers stay numbers (NaN and inf as JSON's NaN / Infinity), arrays become lists, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def check_spec(spec: str) -> None:
+    """Refuse a model spec that cannot name a model, without loading weights (for ``--plan`` and before a run)."""
+    from urllib.parse import parse_qsl
+
+    scheme, _, rest = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("path", "", spec)
+    name = rest.partition("?")[0]
+    parse_qsl(rest.partition("?")[2], strict_parsing=False)
+    if scheme == "zoo":
+        from seelike.models.zoo import RECIPES, manifests
+
+        if name not in manifests() and name not in RECIPES:
+            raise ModelLoadError(f"{spec}: no zoo model {name!r}; shipped: {', '.join(sorted(manifests()))}")
+    elif scheme == "seelike":
+        from seelike.models import ARCHITECTURES
+
+        if name not in ARCHITECTURES:
+            raise ModelLoadError(f"{spec}: unknown seelike architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    elif scheme == "timm":
+        import timm
+
+        if not timm.is_model(name):
+            raise ModelLoadError(f"{spec}: timm has no model {name!r}; see timm.list_models()")
+    elif scheme == "torchvision":
+        import torchvision
+
+        if name not in torchvision.models.list_models():
+            raise ModelLoadError(f"{spec}: torchvision has no model {name!r}; see torchvision.models.list_models()")
+    elif scheme == "path":
+        if not Path(spec).expanduser().exists():
+            raise ModelLoadError(f"{spec}: no checkpoint at this path")
+    elif scheme not in ("hf",):
+        raise ModelLoadError(f"unknown model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, seelike:vit|resnet|mixer or a checkpoint path")
+
+
+def validate_study(steps: Sequence[StudyStep], settings: StudySettings, load: bool = True) -> ModelPool | None:
+    """Check everything a study needs before its first step: settings, every model spec, and (when ``load``)
+    the data split's size and every model, loaded once into the returned pool. Raises one
+    :class:`~seelike.errors.SeelikeError` naming every problem found."""
+    settings.validate()
+    check_unique(steps)
+    specs = list(dict.fromkeys(spec for step in steps for spec in step.specs))
+    problems = []
+    for spec in specs:
+        try:
+            check_spec(spec)
+        except SeelikeError as error:
+            problems.append(str(error))
+    if problems:
+        raise ModelLoadError("invalid model specs:\n  " + "\n  ".join(problems))
+    if not load:
+        return None
+    from seelike.data import load_dataset
+
+    dataset = load_dataset(settings.data, split=settings.split)
+    if settings.n > len(dataset):
+        raise InvalidInputError(f"--n {settings.n} is more than the {len(dataset)} images of {settings.data} ({settings.split} split); use --n {len(dataset)} or less")
+    pool = ModelPool(settings.device, unique_names(specs))
+    for spec in specs:
+        pool.get(spec)
+    unusable = {spec: reason for spec, reason in pool.missing.items() if "not shipped in this install" not in reason}
+    if unusable:
+        raise ModelLoadError("models that cannot be loaded:\n  " + "\n  ".join(f"{spec}: {reason}" for spec, reason in unusable.items()))
+    return pool
+
+
+def check_unique(steps: Sequence[StudyStep]) -> None:
+    names = [step.name for step in steps]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise InvalidInputError(f"study steps must have distinct names; repeated: {duplicates}")
