@@ -13,10 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from seelike.cli import app
-from seelike.presets import build_steps, random_init
-from seelike.results import Result
-from seelike import study
-from seelike.study import Section, StudySettings, StudyStep, run_study, verdict
+from seelike.results import Result, load_result
+from seelike.study import engine
+from seelike.study.analyses import ANALYSES
+from seelike.study.engine import Section, StudySettings, StudyStep, run_study
+from seelike.study.presets import build_steps, random_init
+from seelike.study.verdicts import Finding, consistent
 
 VIT = "seelike:vit?width=32&depth=5&heads=4"
 LARGE = "seelike:vit?width=48&depth=6&heads=4"
@@ -39,22 +41,33 @@ SETTINGS = StudySettings(data="synthetic:n=256,size=28,channels=1,classes=4,seed
 MODELS_ARGS = [arg for role, spec in TINY.items() for arg in ("--models", f"{role}={spec}")]
 
 
-def counting_step(name: str, calls: list[str], fail: BaseException | None = None) -> StudyStep:
-    def run(models, dataset, settings):
-        calls.append(name)
-        if fail is not None:
-            raise fail
-        return Result(arrays={"value": [float(len(dataset))]}, metadata={"step": name})
-
-    def section(result, figures_dir):
-        return Section(numbers={"value": float(result["value"][0])})
-
-    return StudyStep(name, "RQ2", name, (TINY["vit"],), run, section)
-
-
-def test_rerun_uses_the_cache_and_a_changed_setting_does_not(tmp_path):
+@pytest.fixture()
+def counting(monkeypatch):
+    """An analysis kind ``count`` that records its calls and can be told to fail."""
     calls: list[str] = []
-    steps = [counting_step("a", calls), counting_step("b", calls)]
+    failures: dict[str, BaseException] = {}
+
+    def run(models, dataset, settings, label: str = ""):
+        calls.append(label)
+        if label in failures:
+            raise failures[label]
+        return Result(arrays={"value": [float(len(dataset))]}, metadata={"step": label})
+
+    monkeypatch.setitem(ANALYSES, "count", run)
+    return calls, failures
+
+
+def section(result, names, figures_dir):
+    return Section(numbers={"value": float(result["value"][0])})
+
+
+def counting_step(name: str, models: dict[str, str] | None = None, **options) -> StudyStep:
+    return StudyStep(name, "RQ2", name, "count", models or {"vit": TINY["vit"]}, section, params={"label": name}, **options)
+
+
+def test_rerun_uses_the_cache_and_a_changed_setting_does_not(tmp_path, counting):
+    calls, _ = counting
+    steps = [counting_step("a"), counting_step("b")]
     assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["ok", "ok"]
     assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["cached", "cached"]
     assert calls == ["a", "b"]
@@ -62,59 +75,73 @@ def test_rerun_uses_the_cache_and_a_changed_setting_does_not(tmp_path):
     assert [o.status for o in run_study(steps, changed, tmp_path)] == ["ok", "ok"]
 
 
-def test_a_change_to_seelike_code_invalidates_the_cache(tmp_path, monkeypatch):
-    calls: list[str] = []
-    steps = [counting_step("a", calls)]
+def test_a_change_to_seelike_code_invalidates_the_cache(tmp_path, monkeypatch, counting):
+    calls, _ = counting
+    steps = [counting_step("a")]
     run_study(steps, SETTINGS, tmp_path)
     assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["cached"]
-    monkeypatch.setattr(study, "code_fingerprint", lambda: "edited")
+    monkeypatch.setattr(engine, "code_fingerprint", lambda: "edited")
     assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["ok"] and calls == ["a", "a"]
 
 
-def test_a_nan_measurement_is_not_measured_rather_than_not_held():
-    assert verdict(True, 0.3, [0.1, 0.2]) == "held" and verdict(False, 0.3) == "not held"
-    assert verdict(float("nan") > 0.5, float("nan"), 0.5) == "not measured"
-    assert verdict(False, [0.1, float("inf")]) == "not measured" and verdict(None) == "not measured"
+@pytest.mark.parametrize("damage", ["truncated npz", "garbage json", "missing npz", "empty json"])
+def test_a_damaged_cache_entry_is_reported_in_one_line_and_recomputed(tmp_path, counting, caplog, damage):
+    """Issue 15 item 8: a damaged entry must not fail the step on every rerun."""
+    calls, _ = counting
+    steps = [counting_step("a")]
+    first = run_study(steps, SETTINGS, tmp_path)[0]
+    npz, document = first.cache_dir / "result.npz", first.cache_dir / "result.json"
+    if damage == "truncated npz":
+        npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    elif damage == "garbage json":
+        document.write_text("{not json")
+    elif damage == "missing npz":
+        npz.unlink()
+    else:
+        document.write_text("")
+    outcome = run_study(steps, SETTINGS, tmp_path)[0]
+    assert outcome.status == "ok" and calls == ["a", "a"]
+    assert outcome.note.startswith("cache entry a-") and "recomputed" in outcome.note and "\n" not in outcome.note
+    assert any("damaged" in record.getMessage() for record in caplog.records)
+    saved = json.loads((tmp_path / "results.json").read_text())["steps"]["a"]
+    assert saved["numbers"] == {"value": 256.0} and "recomputed" in saved["note"]
+    assert [o.status for o in run_study(steps, SETTINGS, tmp_path)] == ["cached"]  # the recomputed entry is whole again
 
 
-def test_an_interrupted_study_resumes_without_redoing_finished_steps(tmp_path):
-    calls: list[str] = []
+def test_an_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, counting):
+    calls, failures = counting
+    failures["b"] = KeyboardInterrupt()
     with pytest.raises(KeyboardInterrupt):
-        run_study([counting_step("a", calls), counting_step("b", calls, fail=KeyboardInterrupt())], SETTINGS, tmp_path)
-    outcomes = run_study([counting_step("a", calls), counting_step("b", calls)], SETTINGS, tmp_path)
+        run_study([counting_step("a"), counting_step("b")], SETTINGS, tmp_path)
+    failures.clear()
+    outcomes = run_study([counting_step("a"), counting_step("b")], SETTINGS, tmp_path)
     assert [o.status for o in outcomes] == ["cached", "ok"] and calls == ["a", "b", "b"]
 
 
-def test_a_failing_step_keeps_the_others_and_shows_its_error(tmp_path):
-    calls: list[str] = []
-    steps = [counting_step("a", calls, fail=RuntimeError("boom in a")), counting_step("b", calls)]
-    outcomes = run_study(steps, SETTINGS, tmp_path)
+def test_a_failing_step_keeps_the_others_and_shows_its_error(tmp_path, counting):
+    _, failures = counting
+    failures["a"] = RuntimeError("boom in a")
+    outcomes = run_study([counting_step("a"), counting_step("b")], SETTINGS, tmp_path)
     assert [o.status for o in outcomes] == ["error", "ok"]
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "boom in a" in page
+    assert "boom in a" in page and "Steps that did not run: a" in page
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["steps"]["a"]["status"] == "error" and document["steps"]["b"]["numbers"] == {"value": 256.0}
 
 
-def test_a_step_whose_models_are_missing_is_skipped_with_the_reason(tmp_path):
-    calls: list[str] = []
-    step = counting_step("a", calls)
-    step = StudyStep("missing", "RQ1", "missing", ("zoo:no-such-model",), step.run, step.section)
-    outcome = run_study([step], SETTINGS, tmp_path)[0]
+def test_a_step_whose_models_are_missing_is_skipped_with_the_reason(tmp_path, counting):
+    calls, _ = counting
+    outcome = run_study([counting_step("missing", {"vit": "zoo:no-such-model"})], SETTINGS, tmp_path)[0]
     assert outcome.status == "skipped" and "no-such-model" in outcome.error and not calls
 
 
-def test_optional_models_run_without_the_missing_ones_unless_they_are_required(tmp_path):
-    calls: list[str] = []
-    base = counting_step("a", calls)
-    models = (TINY["vit"], "zoo:no-such-model")
-    optional = StudyStep("optional", "RQ4", "optional", models, base.run, base.section, optional_models=True)
-    outcome = run_study([optional], SETTINGS, tmp_path)[0]
-    assert outcome.status == "ok" and "no-such-model" in outcome.section.text and calls == ["a"]
-    required = StudyStep("required", "RQ4", "required", models, base.run, base.section, optional_models=True,
-                         required_models=("zoo:no-such-model",))
-    outcome = run_study([required], SETTINGS, tmp_path)[0]
-    assert outcome.status == "skipped" and "no-such-model" in outcome.error and calls == ["a"]
+def test_optional_models_run_without_the_missing_ones_unless_they_are_required(tmp_path, counting):
+    calls, _ = counting
+    models = {"vit": TINY["vit"], "extra": "zoo:no-such-model"}
+    outcome = run_study([counting_step("optional", models, required=("vit",))], SETTINGS, tmp_path)[0]
+    assert outcome.status == "ok" and "no-such-model" in outcome.section.text and calls == ["optional"]
+    outcome = run_study([counting_step("required", models)], SETTINGS, tmp_path)[0]
+    assert outcome.status == "skipped" and "no-such-model" in outcome.error and calls == ["optional"]
 
 
 def test_random_init_baseline_spec():
@@ -126,6 +153,39 @@ def test_paper_preset_plans_without_loading_anything():
     outcome = CliRunner().invoke(app, ["study", "--preset", "paper", "--plan"])
     assert outcome.exit_code == 0, outcome.output
     assert "vit_base_patch16_224.augreg_in21k" in outcome.output and "resnetv2_50x1_bit" in outcome.output
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--n", "20000"], "more than the 256 images"),
+    (["--batch-size", "2"], "--batch-size must be at least 4"),
+    (["--models", "vit=zoo:nope"], "no zoo model 'nope'"),
+    (["--models", "resnet=seelike:nonet"], "unknown seelike architecture"),
+    (["--models", "vit=zoo:nope", "--plan"], "no zoo model 'nope'"),
+    (["--n", "8", "--batch-size", "16"], "larger than --n"),
+])
+def test_study_refuses_bad_settings_and_specs_before_any_step(tmp_path, arguments, message):
+    """Issue 15 item 10: checked up front (with --plan too), exit status non-zero, no step run."""
+    outcome = CliRunner().invoke(app, ["study", *MODELS_ARGS, "--data", SETTINGS.data, "--n", "64", "--batch-size", "32",
+                                       "--out", str(tmp_path), *arguments])
+    assert outcome.exit_code != 0 and message in " ".join(outcome.output.split()), outcome.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results.json").exists()
+
+
+def test_study_exits_non_zero_when_a_step_fails(tmp_path, monkeypatch, counting):
+    _, failures = counting
+    failures["broken"] = RuntimeError("boom")
+    from seelike.study import presets
+
+    monkeypatch.setattr(presets, "build_steps", lambda roles: [counting_step("fine"), counting_step("broken")])
+    outcome = CliRunner().invoke(app, ["study", "--data", SETTINGS.data, "--n", "64", "--batch-size", "32", "--out", str(tmp_path)])
+    assert outcome.exit_code == 1 and "1 step(s) failed" in outcome.output and "broken" in outcome.output
+
+
+def test_plan_says_how_many_images_each_step_reads():
+    outcome = CliRunner().invoke(app, ["study", *MODELS_ARGS, "--data", SETTINGS.data, "--n", "64", "--batch-size", "32", "--plan"])
+    text = " ".join(outcome.output.split())
+    assert outcome.exit_code == 0 and "at most n images" in text
+    assert "rq2_receptive_fields 32 test images" in text and "rq3_probes 64 training + 64 test images" in text
 
 
 @pytest.fixture(scope="module")
@@ -142,29 +202,47 @@ def test_study_on_tiny_models_writes_every_step(study_dir):
     assert {step.name for step in build_steps(TINY)} == set(steps)
     failed = {name: step["error"] for name, step in steps.items() if step["status"] != "ok"}
     assert not failed
-    assert document["environment"]["torch"] and document["settings"]["n"] == 64
+    assert document["environment"]["torch"] and document["settings"]["n"] == 64 and document["schema_version"] == 2
 
 
-def test_fig13_is_judged_for_both_model_sizes(study_dir):
+def test_every_step_reads_at_most_n_images(study_dir):
+    """Issue 15 item 10: the probe step used to train on 10,000 images whatever --n said."""
+    steps = json.loads((study_dir / "results.json").read_text())["steps"]
+    for name in ("rq3_probes", "rq4_probes", "rq2_receptive_fields", "rq2_attention_distance"):
+        for result in load_result(steps[name]["cache"]).unbundle().values():
+            meta = result.metadata
+            assert meta.get("n_train", 0) <= 64 and meta.get("n_test", meta.get("n")) <= 64, (name, dict(meta))
+
+
+def test_summary_counts_every_verdict(study_dir):
+    document = json.loads((study_dir / "results.json").read_text())
+    findings = [f for step in document["steps"].values() for f in step["findings"]]
+    assert set(document["summary"]) == {"held", "also at baseline", "not held", "not measured"}
+    assert sum(document["summary"].values()) == len(findings) > 20
+    for verdict, count in document["summary"].items():
+        assert count == sum(f["verdict"] == verdict for f in findings)
+
+
+def test_no_finding_lacks_its_baseline_and_every_verdict_follows_from_its_numbers(study_dir):
+    """Issue 14 item 6: every step measures a baseline; each row carries it, and its verdict is consistent with its numbers."""
+    steps = json.loads((study_dir / "results.json").read_text())["steps"]
+    for name, step in steps.items():
+        assert step["baselines"], name
+        for raw in step["findings"]:
+            finding = Finding(**raw)
+            assert finding.rule and finding.claim and finding.measured, (name, raw)
+            if finding.verdict != "not measured":
+                assert finding.baseline is not None and finding.baseline_kind, (name, finding.claim)
+                assert finding.trained_se is not None and finding.margin is not None, (name, finding.claim)
+            assert consistent(finding), (name, raw)
+
+
+def test_fig13_is_judged_for_both_model_sizes_against_the_seed_difference(study_dir):
     findings = json.loads((study_dir / "results.json").read_text())["steps"]["rq4_probes"]["findings"]
     left = [f for f in findings if "Fig 13 left" in f["claim"]]
-    assert len(left) == 2
-    assert left[0]["measured"].endswith("&heads=4&seed=4])") and "width=32" in left[0]["measured"]
-    assert left[1]["measured"].endswith("&heads=4&seed=2])") and "width=48" in left[1]["measured"]
-    assert all(f["baseline"].startswith("second seed of") for f in left)
-    assert [f for f in findings if "Fig 13 right" in f["claim"]]
-
-
-def test_findings_carry_their_baseline(study_dir):
-    """Issue 8: each finding row has its random-init or seed baseline beside it, where one exists."""
-    steps = json.loads((study_dir / "results.json").read_text())["steps"]
-    no_baseline = ("first-token readout catches up", "Fig 13 right", "costs accuracy", "lower half of ResNet layers", "top ViT layers",
-                   "receptive fields", "Lowest blocks mix")
-    for name in ("rq1_layer_similarity", "rq2_attention_distance", "rq2_skip_norms", "rq2_no_skip", "rq2_local_heads", "rq3_localization",
-                 "rq3_probes", "rq4_data_scale", "rq4_attention_distance", "rq4_probes", "rq5_mixer"):
-        for finding in steps[name]["findings"]:
-            if not any(text in finding["claim"] for text in no_baseline):
-                assert finding["baseline"], (name, finding["claim"])
+    assert len(left) == 2 and all(f["baseline_kind"] == "second seed" for f in left)
+    assert "width=32" in left[0]["measured"] and "width=48" in left[1]["measured"]
+    assert [f for f in findings if "Fig 13 right" in f["claim"] and f["baseline_kind"] == "random init"]
 
 
 def _chromium() -> tuple[str, str] | None:
@@ -194,8 +272,10 @@ def test_report_renders_in_headless_chromium(study_dir):
         assert images and all(ok for _, ok in images), [src for src, ok in images if not ok]
         ids = driver.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.id)")
         assert {"findings", "RQ1", "RQ2", "RQ3", "RQ4", "RQ5", "environment"} <= set(ids)
-        verdicts = driver.execute_script("return Array.from(document.querySelectorAll('table.findings td:last-child')).map(td => td.textContent)")
-        assert verdicts and set(verdicts) <= {"held", "not held", "not measured"}
+        verdicts = driver.execute_script("return Array.from(document.querySelectorAll('table.findings td:last-child .verdict')).map(span => span.textContent)")
+        assert verdicts and set(verdicts) <= {"held", "also at baseline", "not held", "not measured"}
+        summary = driver.execute_script("return document.getElementById('summary').textContent")
+        assert "also at baseline" in summary and "not measured" in summary
         if os.environ.get("SEELIKE_SCREENSHOT"):
             driver.save_screenshot(os.environ["SEELIKE_SCREENSHOT"])
     finally:
@@ -203,19 +283,39 @@ def test_report_renders_in_headless_chromium(study_dir):
 
 
 def test_report_numbers_match_results_json(study_dir):
+    from seelike.report import number_text
+
     document = json.loads((study_dir / "results.json").read_text())
     page = (study_dir / "report" / "index.html").read_text()
     for step in document["steps"].values():
         for value in step["numbers"].values():
-            assert html.escape(str(value)) in page
+            assert html.escape(number_text(value)) in page
         for finding in step["findings"]:
-            assert html.escape(finding["measured"]) in page
+            assert html.escape(finding["measured"]) in page and html.escape(finding["rule"]) in page
+
+
+def test_the_report_renders_from_results_json_alone(study_dir, tmp_path):
+    """Issue 13 item 5: report.py reads the document, not the engine's types, and refuses other schemas."""
+    import ast
+
+    from seelike.errors import ResultSchemaError
+    from seelike.report import render_results, write_report
+
+    source = Path(__file__).parents[1] / "src" / "seelike" / "report.py"
+    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
+    assert not any(module and module.startswith("seelike.study") for module in imported)
+    page = render_results(study_dir / "results.json", tmp_path / "again")
+    assert page.read_text().count("<tr>") == (study_dir / "report" / "index.html").read_text().count("<tr>")
+    with pytest.raises(ResultSchemaError, match="schema"):
+        write_report({"schema_version": 1}, tmp_path / "old")
 
 
 def test_skip_ratio_of_a_resnet_whose_branches_start_at_zero_is_infinite():
     import numpy as np
 
-    from seelike.presets import cnn_skip_ratio
+    from seelike.study.rq2 import cnn_skip_ratio
 
-    assert cnn_skip_ratio({"shortcut_over_branch": np.array([np.inf, np.inf, np.nan])}) == np.inf
-    assert cnn_skip_ratio({"shortcut_over_branch": np.array([1.0, 3.0, np.nan])}) == 2.0
+    draws = np.full((5, 3), np.inf)
+    assert cnn_skip_ratio({"shortcut_over_branch": np.array([np.inf, np.inf, np.nan]), "shortcut_over_branch_bootstrap": draws}).value == np.inf
+    finite = {"shortcut_over_branch": np.array([1.0, 3.0, np.nan]), "shortcut_over_branch_bootstrap": np.ones((5, 3))}
+    assert cnn_skip_ratio(finite).value == 2.0

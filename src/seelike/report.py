@@ -73,7 +73,7 @@ def _findings_table(rows: list[tuple[str, Mapping[str, Any]]]) -> str:
             f"<tr><td>{_escape(step)}</td><td>{_escape(f['claim'])}</td><td>{_escape(f['rule'])}</td><td>{_escape(f['measured'])}</td>"
             f"<td>{_escape(_estimate(f.get('trained'), f.get('trained_se')))}</td><td>{baseline}</td>"
             f"<td>{_escape(number_text(f.get('margin')) if f.get('margin') is not None else '—')}</td>"
-            f"<td class='{_verdict_class(f['verdict'])}'>{_escape(f['verdict'])}{why}</td></tr>"
+            f"<td class='{_verdict_class(f['verdict'])}'><span class='verdict'>{_escape(f['verdict'])}</span>{why}</td></tr>"
         )
     lines.append("</table>")
     return "\n".join(lines)
