@@ -181,3 +181,16 @@ def test_cli_writes_result_and_figures(tmp_path):
     assert "uniform attention gives" in run.output
     refused = CliRunner().invoke(app, ["attention", "seelike:resnet", "--data", "synthetic:n=64", "--n", "8", "--out", str(tmp_path / "x")])
     assert refused.exit_code == 2 and "no attention layers" in refused.output
+
+
+def test_attention_command_counts_local_heads_against_the_uniform_distance(tmp_path):
+    """Issue 14 item 5: 'local' is relative to uniform attention on the model's grid, not to the image width."""
+    from typer.testing import CliRunner
+
+    from seelike.cli import app
+
+    run = CliRunner().invoke(app, ["attention", "seelike:vit?width=32&depth=2", "--data", "synthetic:n=16", "--n", "8", "--batch-size", "8",
+                                   "--out", str(tmp_path)])
+    text = " ".join(run.output.split())
+    assert run.exit_code == 0, run.output
+    assert "local heads" in text and "0.5 × uniform" in text and "half width" not in text

@@ -130,3 +130,21 @@ def test_cli_writes_result_and_figures(tmp_path):
         assert (out / "result.json").exists() and (out / f"{figure}.png").exists() and (out / f"{figure}.svg").exists()
         assert load_result(out).kind == "receptive_field"
     assert "0 everywhere" in run.output  # the random-init ResNet's zero-initialised branches: warned, not hidden
+
+
+def test_erf_on_several_models_uses_one_channel_averaging(tmp_path):
+    """Issue 14 item 5: 'auto' chooses once for all models, so side-by-side radii are the same estimator."""
+    run = CliRunner().invoke(app, ["erf", "seelike:vit?width=160&depth=2&heads=4", "seelike:resnet?widths=[8,16]&units_per_stage=[1,1]",
+                                   "--data", "synthetic:n=16", "--n", "4", "--batch-size", "4", "--out", str(tmp_path)])
+    assert run.exit_code == 0, run.output
+    modes = {load_result(path.parent).metadata["channel_average"] for path in tmp_path.glob("*/result.json")}
+    assert len(list(tmp_path.glob("*/result.json"))) == 2 and modes == {"sum"}  # alone, the 24-channel ResNet would get "exact"
+
+
+def test_erf_radii_carry_bootstrap_errors_and_the_patch_embedding_stays_in_its_patch(data):
+    from seelike.models import load_model
+
+    result = effective_receptive_fields(load_model("seelike:vit?width=32&depth=2"), data, n=8, channels="sum", embedding=True)
+    assert result.layer_names[0] == "blocks.0.input" and result["outside_patch"][0] < 1e-9  # the patch embedding sees its own patch only
+    for key in ("radius_50", "radius_90", "outside_patch"):
+        assert result[f"{key}_bootstrap"].shape == (200, 3) and np.all(result[f"{key}_se"] >= 0)
