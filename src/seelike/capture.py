@@ -4,7 +4,9 @@
 ``finally`` on exit, also when the forward pass raises. Each call runs one forward pass
 under ``torch.inference_mode`` and returns ``{layer name: tensor}`` in the order the layers
 ran; nothing is kept after the call. A module that runs twice in one forward pass (a shared
-block) is refused: its calls could not be told apart.
+block) is refused: its calls could not be told apart. ``grad=True`` runs the forward pass with
+autograd on instead, so the tensors returned can be differentiated with respect to an input that
+requires grad (effective receptive fields).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ class Capture:
     ...     activations = capture(images)   # {"blocks.0": tensor, ...}
     """
 
-    def __init__(self, model: Model, layers: Sequence[Layer | str]) -> None:
+    def __init__(self, model: Model, layers: Sequence[Layer | str], grad: bool = False) -> None:
         self.model = model
+        self.grad = grad
         self.layers = [model.layer(layer) if isinstance(layer, str) else layer for layer in layers]
         if not self.layers:
             raise InvalidInputError(f"no layers to capture from {model.spec}")
@@ -104,7 +107,7 @@ class Capture:
         images = images.to(device, non_blocking=True)
         self._tensors = {}
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(not self.grad), torch.set_grad_enabled(self.grad):
                 self.model.module(self.model.preprocess(images) if preprocess else images)
             missing = [layer.name for layer in self.layers if layer.name not in self._tensors]
             if missing:

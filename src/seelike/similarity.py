@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seelike.analyses.base import SummedState
 from seelike.errors import InvalidInputError
 from seelike.results import Result
 
@@ -286,7 +287,7 @@ def _varies(x: Tensor, device: torch.device) -> Tensor | bool:
     return (x != x[:1]).any().to(device)  # no sync on accelerators
 
 
-class MinibatchCKA:
+class MinibatchCKA(SummedState):
     """Streaming minibatch CKA between every pair of named representations (§1; Nguyen, Raghu, Kornblith 2021).
 
     Names look like 'vit/blocks.3' (the model is the part before the first '/'). Each ``update``
@@ -306,20 +307,23 @@ class MinibatchCKA:
 
     A representation identical for every image of a batch adds exactly 0 (its U(K) is 0); if it is
     so in every batch, its CKA row and column are NaN, with a warning and ``undefined_layers`` in
-    the result's metadata. Every state is a plain sum over batches: ``merge`` adds them (TorchMetrics
-    style), so a distributed run needs one all-reduce of the sums plus the gathered batch sizes.
+    the result's metadata. Every state is a plain sum over batches (batch sizes are concatenated),
+    declared on :class:`~seelike.analyses.base.SummedState`, which merges, saves and all-reduces them.
     """
 
     _SUMS = ("hsic", "hsic_squared", "hsic_times_diagonal", "diagonal_outer")
 
-    def __init__(self, kernel: str = "linear", sigma: float | None = None) -> None:
+    def __init__(self, kernel: str = "linear", sigma: float | None = None, names: list[str] | None = None) -> None:
+        super().__init__()
         _check_choice("kernel", kernel, KERNELS)
         self.kernel = kernel
         self.sigma = _resolve_sigma(kernel, sigma)
-        self._names: list[str] | None = None
-        self._batch_sizes: list[int] = []
+        self._fixed_names = None if names is None else list(names)  # the order, when the caller knows it up front
+        self._names: list[str] | None = self._fixed_names
         # Σ w h, Σ w h∘h, Σ w h_xy h_xx, Σ w h_xx h_yy: each [m, m] float64, on the first batch's device.
-        self._sums: dict[str, Tensor] = {}
+        for key in self._SUMS:
+            self.add_state(key)
+        self.add_state("batch_sizes", torch.zeros(0, dtype=torch.int64), reduce="cat")
 
     @property
     def names(self) -> list[str]:
@@ -328,15 +332,15 @@ class MinibatchCKA:
 
     @property
     def batch_sizes(self) -> list[int]:
-        return list(self._batch_sizes)
+        return self.state("batch_sizes").tolist()
 
     @property
     def num_batches(self) -> int:
-        return len(self._batch_sizes)
+        return len(self.state("batch_sizes"))
 
     @property
     def num_images(self) -> int:
-        return sum(self._batch_sizes)
+        return int(self.state("batch_sizes").sum())
 
     def update(self, representations: Mapping[str, ArrayLike]) -> None:
         """Add one batch: ``{name: [n, ...]}``, every name every batch, the same n >= 4 images."""
@@ -420,51 +424,53 @@ class MinibatchCKA:
     def _accumulate(self, names: list[str], h: Tensor, n: int) -> None:
         weight = float(n)
         diagonal = h.diagonal()
-        terms = {
-            "hsic": weight * h,
-            "hsic_squared": weight * h * h,
-            "hsic_times_diagonal": weight * h * diagonal[:, None],  # [x, y]: w·h_xy·h_xx
-            "diagonal_outer": weight * torch.outer(diagonal, diagonal),  # [x, y]: w·h_xx·h_yy
-        }
-        if self._sums:
-            for key in self._SUMS:
-                self._sums[key] += terms[key]
-        else:
-            self._sums = terms
+        self.accumulate(
+            hsic=weight * h,
+            hsic_squared=weight * h * h,
+            hsic_times_diagonal=weight * h * diagonal[:, None],  # [x, y]: w·h_xy·h_xx
+            diagonal_outer=weight * torch.outer(diagonal, diagonal),  # [x, y]: w·h_xx·h_yy
+            batch_sizes=torch.tensor([n]),
+        )
         self._names = names
-        self._batch_sizes.append(n)
 
-    def merge(self, other: MinibatchCKA) -> None:
-        """Add the state of ``other`` (same kernel and names, e.g. another rank or data shard) into this one."""
-        if not isinstance(other, MinibatchCKA):
-            raise InvalidInputError(f"merge() takes another MinibatchCKA, got {type(other).__name__}.")
-        if (other.kernel, other.sigma) != (self.kernel, self.sigma):
-            raise InvalidInputError(
-                f"cannot merge kernel={other.kernel!r}, sigma={other.sigma} into kernel={self.kernel!r}, sigma={self.sigma}."
-            )
+    def signature(self) -> Any:
+        return (type(self), self.kernel, self.sigma)
+
+    def aligned_state(self, other: SummedState) -> dict[str, Tensor | None]:
+        """``other``'s sums with rows and columns in this accumulator's name order (merge lines them up)."""
+        assert isinstance(other, MinibatchCKA)
+        state = dict(other._state)
         if other._names is None:
-            return
+            return state
         if self._names is None:
             self._names = list(other._names)
-            self._sums = {key: value.clone() for key, value in other._sums.items()}
-            self._batch_sizes = list(other._batch_sizes)
-            return
+            return state
         if set(other._names) != set(self._names):
             raise InvalidInputError(f"cannot merge accumulators of different representations: {other._names} vs {self._names}.")
         order = torch.tensor([other._names.index(name) for name in self._names])
         for key in self._SUMS:
-            value = other._sums[key]
+            value = state[key]
             order_here = order.to(value.device)
-            self._sums[key] += value[order_here][:, order_here].to(self._sums[key].device)
-        self._batch_sizes.extend(other._batch_sizes)
+            state[key] = value[order_here][:, order_here]
+        return state
+
+    def load_state_dict(self, states: Mapping[str, Tensor], names: list[str] | None = None) -> None:
+        """Restore a :meth:`state_dict`; ``names`` gives the rows' order unless it was fixed at construction."""
+        super().load_state_dict(states)
+        if names is not None:
+            self._names = list(names)
+
+    def reset(self) -> None:
+        super().reset()
+        self._names = self._fixed_names
 
     def result(self, metadata: Mapping[str, Any] | None = None) -> CKAResult:
         """CKA, its standard error and the weighted mean HSIC₁, all [m, m], as a :class:`CKAResult`."""
-        if self._names is None:
+        if not self.num_batches:
             raise InvalidInputError("MinibatchCKA.result() needs at least one update(); no batch has been seen.")
         names = list(self._names)
         weight_sum, k = float(self.num_images), self.num_batches
-        sums = {key: value.to(torch.float64).cpu().numpy() for key, value in self._sums.items()}
+        sums = {key: self.state(key).to(torch.float64).cpu().numpy() for key in self._SUMS}
         hsic = sums["hsic"] / weight_sum  # weighted mean HSIC₁
         diagonal = np.diag(hsic)
         undefined = [name for name, value in zip(names, diagonal) if not value > 0]

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.analyses import stream
+from seelike.analyses.base import Accumulator, Batch, activation
 from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import BLOCK_OUTPUT, Layer, Model
 from seelike.results import Result
@@ -68,14 +69,17 @@ class SkipNormResult(Result):
         return {label: self.arrays[key] for key, label in labels.items() if key in self.arrays}
 
 
-class SkipNorms:
+class SkipNorms(Accumulator):
     """Accumulates per-image skip/branch norm ratios of every block (Fig 7).
 
-    ``update`` takes one batch of activations (keys ``layer`` or ``model/layer``) holding
-    :attr:`layers`; the state is sums of per-image ratios plus counts, so ``merge`` adds them.
+    State: sums of per-image ratios, per block the batches where a residual equals its branch (a
+    removed skip) and the images whose branch norm is 0, and the batch count; all summed.
     """
 
+    kind: ClassVar[str] = "skip_norms"
+
     def __init__(self, model: Model) -> None:
+        super().__init__([model])
         self.model = model
         blocks = sorted({layer.block for layer in model.layers if layer.block is not None})
         roles = {block: {layer.role for layer in model.layers if layer.block == block} for block in blocks}
@@ -91,7 +95,7 @@ class SkipNorms:
                 "branch: ResNet, BiT). A plain CNN has no skips; see `seelike layers MODEL --all` for its roles."
             )
         self.roles: dict[int, dict[str, Layer]] = {b: {role: model.role(b, role) for role in wanted} for b in self.blocks}
-        self.layers: list[Layer] = [layer for b in self.blocks for layer in self.roles[b].values()]
+        self.role_layers: list[Layer] = [layer for b in self.blocks for layer in self.roles[b].values()]
         # skips removed by construction (own ViT: Block.attention_skip / mlp_skip); others are found numerically
         self._declared = np.zeros((len(self.blocks), 2), dtype=bool)
         if self.structure == "prenorm":
@@ -104,24 +108,19 @@ class SkipNorms:
                     f"every skip connection of {model.spec} is removed, so there is no skip/branch ratio to measure; "
                     "use a model that keeps at least one skip (e.g. seelike:vit, or no_attention_skip=[i] for one block)."
                 )
-        self._sums: Tensor | None = None  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
-        self._equal_batches = np.zeros((len(self.blocks), 2), dtype=np.int64)  # batches where residual == branch
-        self._zero_branch = np.zeros((len(self.blocks), 2), dtype=np.int64)  # images whose branch norm is 0
-        self.num_images = 0
-        self.num_batches = 0
+        self.add_state("sums")  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
+        self.add_state("equal_batches", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # residual == branch
+        self.add_state("zero_branch", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # images with branch norm 0
+        self.add_state("batches", torch.zeros((), dtype=torch.int64))
 
-    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
-        for key in (f"{self.model.name}/{layer.name}", layer.name):
-            if key in activations:
-                return activations[key]
-        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture SkipNorms(model).layers")
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.role_layers}
 
-    def update(self, activations: Mapping[str, Tensor]) -> None:
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         """Add one batch: the role tensors of every block ([B, T, D] tokens or [B, C, H, W] maps)."""
         rows, equal, zero = [], [], []
         for b in self.blocks:
-            get = {role: self._tensor(activations, layer) for role, layer in self.roles[b].items()}
-            batch = next(iter(get.values())).shape[0]
+            get = {role: activation(activations, self.model, layer) for role, layer in self.roles[b].items()}
             if self.structure == "prenorm":
                 z, a = get["input"], _as_tokens(get["attn"], get["input"], self.roles[b]["attn"])
                 pairs = ((z, a, get["attn_residual"]), (get["attn_residual"], get["mlp"], get[BLOCK_OUTPUT]))
@@ -132,36 +131,17 @@ class SkipNorms:
                 equal.append([False, False])
             rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
-        state = torch.stack(rows).cpu()
-        if self._sums is not None and self._sums.shape != state.shape:
-            raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
-        self._sums = state if self._sums is None else self._sums + state
-        self._equal_batches += np.array(equal, dtype=np.int64)
-        self._zero_branch += np.array(zero, dtype=np.int64)
-        self.num_images += batch
-        self.num_batches += 1
+        self.accumulate(sums=torch.stack(rows).cpu(), equal_batches=torch.tensor(equal, dtype=torch.int64),
+                        zero_branch=torch.tensor(zero, dtype=torch.int64), batches=torch.tensor(1))
+        self.count(batch)
 
-    def merge(self, other: SkipNorms) -> None:
-        """Add another accumulator's sums (same model: another shard or rank)."""
-        if not isinstance(other, SkipNorms) or [l.name for l in other.layers] != [l.name for l in self.layers]:
-            raise InvalidInputError("merge() takes a SkipNorms over the same model")
-        if other._sums is None:
-            return
-        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
-        self._equal_batches += other._equal_batches
-        self._zero_branch += other._zero_branch
-        self.num_images += other.num_images
-        self.num_batches += other.num_batches
-
-    def result(self, metadata: Mapping[str, Any] | None = None) -> SkipNormResult:
+    def compute(self) -> SkipNormResult:
         """Mean per-image ratios; NaN where a skip is removed (warned and recorded)."""
-        if self._sums is None:
-            raise InvalidInputError("SkipNorms.result() needs at least one update(); no batch has been seen")
-        means = (self._sums / self.num_images).numpy()
-        removed = self._declared | (self._equal_batches == self.num_batches)
+        means = (self.state("sums") / self.num_images).numpy()
+        removed = self._declared | (self.state("equal_batches").numpy() == int(self.state("batches")))
         blocks = np.array(self.blocks)
         computed: dict[str, Any] = {"model": self.model.name, "model_spec": self.model.spec, "family": self.model.family,
-                                    "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.layers]}
+                                    "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.role_layers]}
         if self.structure == "prenorm":
             if removed.all():
                 raise InvalidInputError(
@@ -185,12 +165,13 @@ class SkipNorms:
         else:
             arrays = {"blocks": blocks, "shortcut_over_branch": means[:, 0, 0]}
             computed.update(no_skip={}, ratios="‖shortcut‖/‖branch‖, L2 over C·H·W, mean of per-image ratios")
-        zero_branch = {branch: blocks[self._zero_branch[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
+        zero_counts = self.state("zero_branch").numpy()
+        zero_branch = {branch: blocks[zero_counts[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
         if any(zero_branch.values()):
             warnings.warn(f"{self.model.spec}: branches exactly zero for some images in blocks {zero_branch}: ratio inf "
                           "(a zero-initialised branch, e.g. a random-init ResNet's last BN)", RuntimeWarning, stacklevel=2)
         computed["zero_branch"] = zero_branch
-        return SkipNormResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+        return SkipNormResult(arrays=arrays, metadata=computed)
 
 
 def _norm(x: Tensor, channels: int) -> Tensor:
@@ -215,7 +196,7 @@ def skip_norm_ratios(
     progress: bool | None = None,
 ) -> SkipNormResult:
     """Skip/branch norm ratios of every block of ``model`` on ``n`` images of ``dataset`` (Fig 7; default: all)."""
-    return stream(SkipNorms(model), model, dataset, n, batch_size, seed, progress)
+    return run([SkipNorms(model)], dataset, n, batch_size, seed, progress=progress)[0]
 
 
 def neighbour_cka(result: CKAResult, model: str, block: int) -> float:
