@@ -15,7 +15,7 @@ from seelike.analyses.receptive_field import (
 )
 from seelike.cli import app
 from seelike.data import load_dataset
-from seelike.errors import InvalidInputError, SeelikeError
+from seelike.errors import SeelikeError
 from seelike.models import load_model
 from seelike.models.model import Layer, Model, Preprocessing
 from seelike.results import load_result

@@ -2,7 +2,9 @@
 
 :func:`run` takes accumulators (:class:`~seelike.analyses.base.Accumulator`) that may read different
 layers of different models; it captures, per model, the union of the layers they ask for, runs
-each model once per batch and hands every accumulator the same activations. Command-line analyses
+each model once per batch and hands every accumulator what it reads. As each hook fires, every
+accumulator that reads the layer reduces the tensor to what it keeps (:meth:`Accumulator.reduce`:
+a Gram, per-head sums, per-token norms), so peak memory does not grow with the layers read. Command-line analyses
 and the study both use it, so k analyses of one model cost one forward pass per batch, not k.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,13 +59,26 @@ def feed(
         raise InvalidInputError("gradient analyses (ERF) run in passes of their own; run them apart from forward-only ones")
     grad_mode = grad.pop()
     models, layers = models_and_layers(accumulators)
-    captures = [Capture(model, layers[model.name], grad=grad_mode) for model in models if layers[model.name]]
+    readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
+    for index, accumulator in enumerate(accumulators):
+        for name, model_layers in accumulator.layers().items():
+            for layer in model_layers:
+                readers.setdefault(f"{name}/{layer.name}", []).append(index)
+
+    def reducer(model_name: str):
+        def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
+            key = f"{model_name}/{layer}"
+            return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+
+        return reduce
+
+    captures = [Capture(model, layers[model.name], grad=grad_mode, reduce=reducer(model.name)) for model in models if layers[model.name]]
     meter = ThroughputMeter(progress, total)
     try:
         for capture in captures:
             capture.__enter__()
         for images, labels, indices in batches:
-            activations: dict[str, Tensor] = {}
+            activations: list[dict[str, Any]] = [{} for _ in accumulators]
             inputs: dict[str, Tensor] = {}
             for capture in captures:
                 model = capture.model
@@ -71,12 +87,14 @@ def feed(
                     if grad_mode:
                         model_input = model_input.detach().requires_grad_(True)
                 inputs[model.name] = model_input
-                for layer, tensor in capture(model_input, preprocess=False).items():
-                    activations[f"{model.name}/{layer}"] = tensor
+                for layer, reduced in capture(model_input, preprocess=False).items():
+                    for index, value in reduced.items():
+                        activations[index][f"{model.name}/{layer}"] = value
             batch = Batch(images=images, labels=labels, indices=indices, inputs=inputs)
             with torch.inference_mode(not grad_mode), torch.set_grad_enabled(grad_mode):  # ERF differentiates here
-                for accumulator in accumulators:
-                    accumulator.update(activations, batch)
+                for accumulator, seen in zip(accumulators, activations):
+                    accumulator.update(seen, batch)
+            del activations
             meter.update(len(images))
     finally:
         for capture in captures:

@@ -358,11 +358,38 @@ class MinibatchCKA(SummedState):
             G[index] = U[rows, columns] * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
         if self.kernel == "linear":
             self._refuse_non_finite(names, matrices, finite_diagonals)
+        self._add_rows(names, G, n, "overflows; scale those activations down.")
+
+    def centred_row(self, x: ArrayLike, name: str = "x") -> Tensor:
+        """U(K) of one representation x [n, ...] of a batch, as its strict upper triangle [n(n−1)/2] float64.
+
+        What :meth:`update` computes per representation; computing it as each layer's activation appears
+        and passing the rows to :meth:`update_rows` keeps only these rows, not the activations, in memory.
+        """
+        x = _as_matrix(x, name)
+        n = x.shape[0]
+        if n < MIN_UNBIASED_N:
+            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
+        rows, columns = _upper_triangle_indices(n, x.device)
+        return _u_centre(self._gram(x).to(torch.float64)).to(x.device)[rows, columns] * _varies(x, x.device)
+
+    def update_rows(self, rows: Mapping[str, Tensor]) -> None:
+        """Add one batch given as :meth:`centred_row` of every representation (same names as every batch)."""
+        names = self._check_names(list(rows))
+        length = {rows[name].numel() for name in names}
+        if len(length) != 1:
+            raise InvalidInputError("every representation of a batch must hold the same images (rows of one length).")
+        n = round((1 + math.sqrt(1 + 8 * length.pop())) / 2)
+        G = torch.stack([rows[name].reshape(-1).to(torch.float64) for name in names])
+        self._add_rows(names, G, n, "has NaN or inf values, or its Gram overflows; check or scale those activations.")
+
+    def _add_rows(self, names: list[str], G: Tensor, n: int, problem: str) -> None:
+        """h = 2·GGᵀ/(n(n−3)), the batch's unbiased HSIC₁ between every pair, into the sums."""
         h = 2 * (G @ G.T) / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
         h = (h + h.T) / 2  # exactly symmetric despite matmul rounding
         if not torch.isfinite(h).all():
-            overflowing = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
-            raise InvalidInputError(f"the Gram of {', '.join(map(repr, overflowing))} overflows; scale those activations down.")
+            bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
+            raise InvalidInputError(f"the Gram of {', '.join(map(repr, bad))} {problem}")
         self._accumulate(names, h, n)
 
     def _gram(self, x: Tensor) -> Tensor:
@@ -376,7 +403,20 @@ class MinibatchCKA(SummedState):
     def _check_batch(self, representations: Mapping[str, ArrayLike]) -> tuple[list[str], list[Tensor]]:
         if not isinstance(representations, Mapping) or not representations:
             raise InvalidInputError("update() takes a non-empty mapping {name: tensor [n, ...]}.")
-        names = list(representations)
+        names = self._check_names(list(representations))
+        matrices = [_as_matrix(representations[name], name) for name in names]
+        sizes = {name: x.shape[0] for name, x in zip(names, matrices)}
+        if len(set(sizes.values())) > 1:
+            raise InvalidInputError(f"every representation of a batch must hold the same images, got n per name: {sizes}.")
+        n = matrices[0].shape[0]
+        if n < MIN_UNBIASED_N:
+            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
+        if self.kernel != "linear":  # linear: checked in update() on the Grams' diagonals, without a pass over x
+            self._refuse_non_finite(names, matrices)
+        return names, matrices
+
+    def _check_names(self, names: list[str]) -> list[str]:
+        """The batch's names in this accumulator's order; every name of the first batch, strings only."""
         if self._names is not None:
             if set(names) != set(self._names):
                 missing = sorted(set(self._names) - set(names))
@@ -389,16 +429,7 @@ class MinibatchCKA(SummedState):
         for name in names:
             if not isinstance(name, str):
                 raise InvalidInputError(f"representation names must be strings like 'vit/blocks.3', got {name!r}.")
-        matrices = [_as_matrix(representations[name], name) for name in names]
-        sizes = {name: x.shape[0] for name, x in zip(names, matrices)}
-        if len(set(sizes.values())) > 1:
-            raise InvalidInputError(f"every representation of a batch must hold the same images, got n per name: {sizes}.")
-        n = matrices[0].shape[0]
-        if n < MIN_UNBIASED_N:
-            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
-        if self.kernel != "linear":  # linear: checked in update() on the Grams' diagonals, without a pass over x
-            self._refuse_non_finite(names, matrices)
-        return names, matrices
+        return names
 
     @staticmethod
     def _refuse_non_finite(names: list[str], matrices: list[Tensor], finite_diagonals: list[Tensor] | None = None) -> None:

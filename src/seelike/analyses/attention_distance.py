@@ -149,18 +149,19 @@ class AttentionDistance(Accumulator):
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.attention}
 
-    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: attention probabilities [B, H, T, T] of every tracked block."""
+    def reduce(self, key: str, attn: Tensor) -> Tensor:
+        """Attention probabilities [B, H, T, T] -> summed distance, renormalised distance, prefix mass [3, H]."""
         layout = self.layout
-        sums, heads = [], set()
-        for layer in self.attention:
-            attn = activation(activations, self.model, layer)
-            terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
-            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]))
-            heads.add(attn.shape[1])
+        terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
+        return torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64)
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`)."""
+        sums = [activation(activations, self.model, layer) for layer in self.attention]
+        heads = {s.shape[-1] for s in sums}
         if len(heads) != 1:
             raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
-        self.accumulate(sums=torch.stack(sums).to("cpu", torch.float64), rows=torch.tensor(len(batch) * layout.num_patches))
+        self.accumulate(sums=torch.stack(sums), rows=torch.tensor(len(batch) * self.layout.num_patches))
         self.count(batch)
 
     def compute(self) -> AttentionDistanceResult:

@@ -241,8 +241,16 @@ class Accumulator(SummedState):
         """Per model name, the layers this analysis reads in every batch."""
         raise NotImplementedError
 
-    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: ``activations`` keyed ``"model/layer"`` holds at least :meth:`layers`."""
+    def reduce(self, key: str, tensor: Tensor) -> Any:
+        """What this analysis keeps of layer ``key`` (``"model/layer"``), computed as its hook fires.
+
+        The default keeps the tensor. Analyses that need less (a Gram, per-head sums) return that, so the
+        activation is freed before the next layer runs; :meth:`update` then receives the reduced values.
+        """
+        return tensor
+
+    def update(self, activations: Mapping[str, Any], batch: Batch) -> None:
+        """Add one batch: ``activations`` keyed ``"model/layer"`` holds :meth:`reduce` of each of :meth:`layers`."""
         raise NotImplementedError
 
     def compute(self) -> Result:

@@ -125,18 +125,28 @@ class HeadSimilarity(Accumulator):
         self.num_heads = next(iter(probe.values())).shape[1]
         names = [f"{vit.name}/head.{h}" for h in range(self.num_heads)] + [f"{cnn.name}/{unit.name}" for unit in self.units]
         self.cka = MinibatchCKA(names=names)
+        self._attention_keys = {f"{vit.name}/{layer.name}" for layer in self.distances.attention}
+        self._heads_key = f"{vit.name}/{self.heads_layer.name}"
         self.add_child("cka", self.cka)
 
     def layers(self) -> dict[str, list[Layer]]:
         return {self.vit.name: [*self.distances.attention, self.heads_layer], self.cnn.name: self.units}
 
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        """Attention: per-head distance sums; head outputs: each head's U-centred Gram row [H, n(n−1)/2]; units: theirs."""
+        if key in self._attention_keys:
+            return self.distances.reduce(key, tensor)
+        if key == self._heads_key:
+            per_head = tensor.reshape(tensor.shape[0], tensor.shape[1], self.num_heads, -1)  # [B, T, H, hd]
+            return torch.stack([self.cka.centred_row(per_head[:, :, h], f"head {h}") for h in range(self.num_heads)])
+        return self.cka.centred_row(tensor, key)
+
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         self.distances.update(activations, batch)
-        heads = activation(activations, self.vit, self.heads_layer)  # [B, T, H·hd]
-        per_head = heads.reshape(heads.shape[0], heads.shape[1], self.num_heads, -1)
-        representations = {f"{self.vit.name}/head.{h}": per_head[:, :, h] for h in range(self.num_heads)}
-        representations.update({f"{self.cnn.name}/{unit.name}": activation(activations, self.cnn, unit) for unit in self.units})
-        self.cka.update(representations)
+        heads = activation(activations, self.vit, self.heads_layer)
+        rows = {f"{self.vit.name}/head.{h}": heads[h] for h in range(self.num_heads)}
+        rows.update({f"{self.cnn.name}/{unit.name}": activation(activations, self.cnn, unit) for unit in self.units})
+        self.cka.update_rows(rows)
         self.count(batch)
 
     def compute(self) -> HeadSimilarityResult:

@@ -26,6 +26,9 @@ __all__ = ["LayerSimilarity", "layer_similarity"]
 class LayerSimilarity(Accumulator):
     """Minibatch CKA between the chosen layers of every model (one :class:`MinibatchCKA` as child state).
 
+    Each activation is turned into its U-centred Gram as its hook fires (:meth:`reduce`), so memory holds
+    the m Grams of a batch, never the m activations.
+
     ``layers`` per model: ``None``/``"blocks"`` (block outputs), ``"all"`` (every sub-layer) or
     names / globs (:meth:`Model.select`). Rows and columns are ``"model/layer"``, models in the
     order given, layers in depth order.
@@ -45,9 +48,12 @@ class LayerSimilarity(Accumulator):
     def layers(self) -> dict[str, list[Layer]]:
         return dict(self.chosen)
 
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        return self.cka.centred_row(tensor, key)  # the activation is dropped; only its U-centred Gram is kept
+
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        self.cka.update({f"{model.name}/{layer.name}": activation(activations, model, layer)
-                         for model in self.models for layer in self.chosen[model.name]})
+        self.cka.update_rows({f"{model.name}/{layer.name}": activation(activations, model, layer)
+                              for model in self.models for layer in self.chosen[model.name]})
         self.count(batch)
 
     def compute(self) -> CKAResult:

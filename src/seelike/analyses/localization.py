@@ -169,20 +169,27 @@ class Localization(Accumulator):
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.chosen}
 
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        """A layer's positions [B, P, D] -> each position's U-centred Gram row [P, n(n−1)/2]."""
+        layer = self.model.layer(key.split("/", 1)[1])
+        grid = self.grids[self.chosen.index(layer)]
+        positions = _positions(tensor, layer, self.prefix)
+        if positions.shape[1] != grid[0] * grid[1]:
+            raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
+        return torch.stack([self.cka.centred_row(positions[:, index], key) for index in range(positions.shape[1])])
+
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: captured layers and the preprocessed inputs they were computed from."""
-        representations: dict[str, Tensor] = {}
+        """Add one batch: each layer's position rows and the input cells of the preprocessed input they came from."""
+        rows: dict[str, Tensor] = {}
         for layer, grid in zip(self.chosen, self.grids):
-            positions = _positions(activation(activations, self.model, layer), layer, self.prefix)  # [B, P, D]
-            if positions.shape[1] != grid[0] * grid[1]:
-                raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
+            layer_rows = activation(activations, self.model, layer)
             for index, (row, column) in enumerate(np.ndindex(*grid)):
-                representations[f"{layer.name}/token/{row},{column}"] = positions[:, index]
+                rows[f"{layer.name}/token/{row},{column}"] = layer_rows[index]
         inputs = batch.inputs[self.model.name]
         for grid in dict.fromkeys(self.grids):
             for (row, column), cell in zip(np.ndindex(*grid), pixel_cells(inputs, grid)):
-                representations[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = cell
-        self.cka.update(representations)
+                rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = self.cka.centred_row(cell)
+        self.cka.update_rows(rows)
         self.count(batch)
 
     def compute(self) -> LocalizationResult:

@@ -337,18 +337,27 @@ def few_shot_indices(labels: Tensor, num_classes: int, shots: int, samples: int,
     return draws
 
 
-def _block_features(activations: Mapping[str, Tensor], model: Model, readouts: Sequence[str]) -> dict[tuple[str, int], Tensor]:
-    """{(readout, block index): features} of one batch, for every block output of ``model``."""
-    prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
-    features = {}
-    for b, layer in enumerate(model.block_layers()):
-        tensor = activation(activations, model, layer)
-        for readout in readouts:
-            features[readout, b] = readout_features(tensor, readout, prefix)
-    return features
+def _block_features(activations: Mapping[str, dict[str, Tensor]], model: Model, readouts: Sequence[str]) -> dict[tuple[str, int], Tensor]:
+    """{(readout, block index): features} of one batch, from the readouts :class:`_ReadsBlocks` kept per block."""
+    return {(readout, b): activation(activations, model, layer)[readout]
+            for b, layer in enumerate(model.block_layers()) for readout in readouts}
 
 
-class ProbeStatistics(Accumulator):
+class _ReadsBlocks(Accumulator):
+    """Probe passes read every block output and keep only the readouts' features of it."""
+
+    model: Model
+    readouts: list[str]
+
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.model.block_layers()}
+
+    def reduce(self, key: str, tensor: Tensor) -> dict[str, Tensor]:
+        prefix = self.model.token_layout.num_prefix_tokens if self.model.token_layout else 0
+        return {readout: readout_features(tensor, readout, prefix) for readout in self.readouts}
+
+
+class ProbeStatistics(_ReadsBlocks):
     """Sufficient statistics of one :class:`RidgeProbe` per (readout, block): a training pass (§7)."""
 
     kind: ClassVar[str] = "probe_statistics"
@@ -360,9 +369,6 @@ class ProbeStatistics(Accumulator):
         for (readout, b), probe in self.probes.items():
             self.add_child(f"{readout}.{b}", probe)
 
-    def layers(self) -> dict[str, list[Layer]]:
-        return {self.model.name: self.model.block_layers()}
-
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         for key, x in _block_features(activations, self.model, self.readouts).items():
             self.probes[key].update(x, batch.labels.to(x.device))
@@ -373,7 +379,7 @@ class ProbeStatistics(Accumulator):
                       metadata={"model": self.model.name, "probes": [f"{r}.{b}" for r, b in self.probes], "n": self.num_images})
 
 
-class ProbeFeatures(Accumulator):
+class ProbeFeatures(_ReadsBlocks):
     """Keeps the pooled features of a few images per (readout, block): the few-shot draws' training pass (§7)."""
 
     kind: ClassVar[str] = "probe_features"
@@ -387,9 +393,6 @@ class ProbeFeatures(Accumulator):
         self.add_state("labels", torch.zeros(0, dtype=torch.int64), reduce="cat")
         self.add_state("indices", torch.zeros(0, dtype=torch.int64), reduce="cat")
 
-    def layers(self) -> dict[str, list[Layer]]:
-        return {self.model.name: self.model.block_layers()}
-
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         features = _block_features(activations, self.model, self.readouts)
         self.accumulate(**{f"{r}.{b}": x.to("cpu", torch.float32) for (r, b), x in features.items()},  # float64 inside the probe
@@ -401,7 +404,7 @@ class ProbeFeatures(Accumulator):
         return Result(arrays=arrays, metadata={"model": self.model.name, "n": self.num_images})
 
 
-class ProbeScores(Accumulator):
+class ProbeScores(_ReadsBlocks):
     """Correct predictions of fitted probes, summed over a scoring pass: counts [L, G] per probe key."""
 
     kind: ClassVar[str] = "probe_scores"
@@ -412,9 +415,6 @@ class ProbeScores(Accumulator):
         self.readouts = list(dict.fromkeys(readout for readout, _, _ in self.probes))
         for readout, b, sample in self.probes:
             self.add_state(f"{readout}.{b}.{sample}")
-
-    def layers(self) -> dict[str, list[Layer]]:
-        return {self.model.name: self.model.block_layers()}
 
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         features = _block_features(activations, self.model, self.readouts)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, activation
+from seelike.capture import Capture
 from seelike.data import ImageDataset
 from seelike.driver import run
 from seelike.errors import InvalidInputError
@@ -108,26 +109,50 @@ class SkipNorms(Accumulator):
                     f"every skip connection of {model.spec} is removed, so there is no skip/branch ratio to measure; "
                     "use a model that keeps at least one skip (e.g. seelike:vit, or no_attention_skip=[i] for one block)."
                 )
+        self._channels_first = self._channels_first_branches() if self.structure == "prenorm" else set()
         self.add_state("sums")  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
         self.add_state("equal_batches", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # residual == branch
         self.add_state("zero_branch", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # images with branch norm 0
         self.add_state("batches", torch.zeros((), dtype=torch.int64))
 
+    def _channels_first_branches(self) -> set[str]:
+        """Keys of mixing branches that come out as [B, D, T] (a Mixer's token MLP), from one probe image."""
+        with Capture(self.model, self.role_layers) as capture:
+            shapes = {name: tuple(t.shape) for name, t in capture(
+                torch.zeros(1, *self.model.preprocessing.input_size, device=self.model.device), preprocess=False).items()}
+        found = set()
+        for b in self.blocks:
+            branch, tokens = self.roles[b]["attn"], shapes[self.roles[b]["input"].name]
+            if branch.kind != "tokens" and len(shapes[branch.name]) == 3 and shapes[branch.name][1:] == tokens[1:][::-1]:
+                found.add(f"{self.model.name}/{branch.name}")
+        return found
+
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.role_layers}
 
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        """Per-token L2 norms [B, T] over channels (pre-norm), or per-image norms [B, 1] over C·H·W (residual)."""
+        if self.structure == "residual":
+            return _norm(tensor.flatten(1), channels=-1)[:, None]
+        if key in self._channels_first:  # a Mixer's token-mixing branch, [B, D, T]
+            return _norm(tensor, channels=1)
+        return _norm(tensor, channels=-1)
+
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: the role tensors of every block ([B, T, D] tokens or [B, C, H, W] maps)."""
+        """Add one batch: the norms of every block's role tensors (see :meth:`reduce`)."""
         rows, equal, zero = [], [], []
         for b in self.blocks:
-            get = {role: activation(activations, self.model, layer) for role, layer in self.roles[b].items()}
+            norm = {role: activation(activations, self.model, layer) for role, layer in self.roles[b].items()}
             if self.structure == "prenorm":
-                z, a = get["input"], _as_tokens(get["attn"], get["input"], self.roles[b]["attn"])
-                pairs = ((z, a, get["attn_residual"]), (get["attn_residual"], get["mlp"], get[BLOCK_OUTPUT]))
-                norms = [(_norm(skip, channels=-1), _norm(branch, channels=-1)) for skip, branch, _ in pairs]
+                pairs = ((norm["input"], norm["attn"], norm["attn_residual"]), (norm["attn_residual"], norm["mlp"], norm[BLOCK_OUTPUT]))
+                for skip, branch, _ in pairs:
+                    if skip.shape != branch.shape:
+                        raise InvalidInputError(f"block {b}: branch of {branch.shape[1]} tokens does not match its input's {skip.shape[1]}")
+                # a removed skip leaves the residual equal to its branch: every token's norm equal, exactly
                 equal.append([torch.equal(residual, branch) for _, branch, residual in pairs])
+                norms = [(skip, branch) for skip, branch, _ in pairs]
             else:
-                norms = [(_norm(get["shortcut"].flatten(1), channels=-1)[:, None], _norm(get["branch"].flatten(1), channels=-1)[:, None])]
+                norms = [(norm["shortcut"], norm["branch"])]
                 equal.append([False, False])
             rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
@@ -176,15 +201,6 @@ class SkipNorms(Accumulator):
 
 def _norm(x: Tensor, channels: int) -> Tensor:
     return torch.linalg.vector_norm(x.to(torch.float64), dim=channels)
-
-
-def _as_tokens(branch: Tensor, tokens: Tensor, layer: Layer) -> Tensor:
-    """A Mixer's token-mixing branch comes out as [B, D, T]: turn it into [B, T, D] like ``tokens``."""
-    if layer.kind != "tokens" and branch.ndim == 3 and branch.shape[1:] == tokens.shape[1:][::-1]:
-        return branch.transpose(1, 2)
-    if branch.shape != tokens.shape:
-        raise InvalidInputError(f"{layer.name}: branch of shape {tuple(branch.shape)} does not match its block input {tuple(tokens.shape)}")
-    return branch
 
 
 def skip_norm_ratios(
