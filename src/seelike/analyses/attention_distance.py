@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.analyses import stream
+from seelike.analyses.base import Accumulator, Batch, activation
 from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -151,16 +152,18 @@ class AttentionDistanceResult(Result):
         return np.stack([self.local_heads(fraction, d).mean(axis=1) for d in range(len(self.arrays["renormalised_bootstrap"]))])
 
 
-class AttentionDistance:
+class AttentionDistance(Accumulator):
     """Streams attention probabilities of every attention block into per-head sums (§2).
 
-    ``update`` takes the activations of one batch (keys ``layer`` or ``model/layer``, as
-    :class:`~seelike.capture.Capture` and :func:`~seelike.capture.capture_batches` yield them);
-    the state is plain sums (distance, renormalised distance, prefix mass per block and head,
-    and the number of query rows), so ``merge`` adds them.
+    State: per block and head the summed distance, renormalised distance and prefix mass over query
+    rows (images × patches), and the number of query rows, summed; and each image's own means
+    [images, blocks, 3, heads], concatenated, for the bootstrap over images of the result's SEs.
     """
 
+    kind: ClassVar[str] = "attention_distance"
+
     def __init__(self, model: Model, blocks: Sequence[int] | None = None) -> None:
+        super().__init__([model])
         layers = model.attention_layers()
         if not layers or model.token_layout is None:
             raise InvalidInputError(
@@ -173,70 +176,53 @@ class AttentionDistance:
                 raise InvalidInputError(f"{model.spec} has attention in blocks {sorted(known)}; blocks {missing} have none")
             layers = [layer for layer in layers if layer.block in set(blocks)]
         self.model = model
-        self.layers: list[Layer] = layers
+        self.attention: list[Layer] = layers
         self.layout = model.token_layout
-        self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU
-        self._per_image: list[Tensor] = []  # [B, blocks, 3, heads] per-image means: for the bootstrap over images
-        self._rows = 0  # query rows (images × patches) summed per block
-        self.num_images = 0
+        self.add_state("sums")  # [blocks, 3, heads] float64 on the CPU, shaped by the first batch
+        self.add_state("rows", torch.zeros((), dtype=torch.int64))  # query rows (images × patches) per block
+        self.add_state("per_image", reduce="cat")  # [images, blocks, 3, heads] per-image means: the bootstrap
 
-    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
-        for key in (f"{self.model.name}/{layer.name}", layer.name):
-            if key in activations:
-                return activations[key]
-        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture model.attention_layers()")
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.attention}
 
-    def update(self, activations: Mapping[str, Tensor]) -> None:
-        """Add one batch: attention probabilities [B, H, T, T] of every tracked block."""
+    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, Tensor]:
+        """Attention probabilities [B, H, T, T] -> summed distance, renormalised distance, prefix mass [3, H],
+        and the same per image [B, 3, H] (for the bootstrap)."""
         layout = self.layout
-        sums, heads, batch = [], set(), None
-        for layer in self.layers:
-            attn = self._tensor(activations, layer)
-            terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
-            sums.append(torch.stack([term.sum(dim=2) for term in terms], dim=1))  # [B, 3, heads]
-            heads.add(attn.shape[1])
-            batch = attn.shape[0]
+        terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
+        summed = torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64)
+        per_image = torch.stack([term.sum(dim=2) for term in terms], dim=1).to("cpu", torch.float64)
+        return summed, per_image
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`)."""
+        reduced = [activation(activations, self.model, layer) for layer in self.attention]
+        sums = [summed for summed, _ in reduced]
+        heads = {s.shape[-1] for s in sums}
         if len(heads) != 1:
             raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
-        per_image = torch.stack(sums, dim=1).to("cpu", torch.float64)  # [B, blocks, 3, heads]
-        state = per_image.sum(dim=0)
-        if self._sums is not None and self._sums.shape != state.shape:
-            raise InvalidInputError(f"batch has {state.shape[-1]} heads, earlier batches {self._sums.shape[-1]}")
-        self._per_image.append(per_image / layout.num_patches)
-        self._sums = state if self._sums is None else self._sums + state
-        self._rows += batch * layout.num_patches
-        self.num_images += batch
+        per_image = torch.stack([images for _, images in reduced], dim=1)  # [B, blocks, 3, heads]
+        self.accumulate(sums=torch.stack(sums), rows=torch.tensor(len(batch) * self.layout.num_patches),
+                        per_image=per_image / self.layout.num_patches)
+        self.count(batch)
 
-    def merge(self, other: AttentionDistance) -> None:
-        """Add another accumulator's sums (same model and blocks: another shard or rank)."""
-        if not isinstance(other, AttentionDistance) or [l.name for l in other.layers] != [l.name for l in self.layers]:
-            raise InvalidInputError("merge() takes an AttentionDistance over the same model and blocks")
-        if other._sums is None:
-            return
-        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
-        self._per_image.extend(other._per_image)
-        self._rows += other._rows
-        self.num_images += other.num_images
-
-    def result(self, metadata: Mapping[str, Any] | None = None) -> AttentionDistanceResult:
-        if self._sums is None:
-            raise InvalidInputError("AttentionDistance.result() needs at least one update(); no batch has been seen")
-        means = (self._sums / self._rows).numpy()
+    def compute(self) -> AttentionDistanceResult:
+        means = (self.state("sums") / self.state("rows")).numpy()
         layout = self.layout
         arrays = {
             "distance": means[:, 0],
             "renormalised": means[:, 1],
             "prefix_mass": means[:, 2],
-            "blocks": np.array([layer.block for layer in self.layers]),
+            "blocks": np.array([layer.block for layer in self.attention]),
         }
-        draws = bootstrap_means(torch.cat(self._per_image).numpy(), seed=0)  # [draws, blocks, 3, heads]
+        draws = bootstrap_means(self.state("per_image").numpy(), seed=0)  # [draws, blocks, 3, heads]
         for index, name in enumerate(("distance", "renormalised", "prefix_mass")):
             arrays[f"{name}_bootstrap"] = draws[:, :, index]
             arrays[f"{name}_se"] = standard_error(draws[:, :, index])
         computed = {
             "model": self.model.name,
             "model_spec": self.model.spec,
-            "layers": [layer.name for layer in self.layers],
+            "layers": [layer.name for layer in self.attention],
             "n": self.num_images,
             "patch_size": layout.patch_size,
             "grid": list(layout.grid),
@@ -248,7 +234,7 @@ class AttentionDistance:
             "uncertainty": "bootstrap over images (seed 0): *_bootstrap [draws, blocks, heads], *_se their standard deviation",
             "local_head": f"renormalised distance < {LOCAL_FRACTION} x uniform distance and prefix mass < {MAX_PREFIX_MASS}",
         }
-        return AttentionDistanceResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+        return AttentionDistanceResult(arrays=arrays, metadata=computed)
 
 
 def attention_distances(
@@ -260,4 +246,4 @@ def attention_distances(
     progress: bool | None = None,
 ) -> AttentionDistanceResult:
     """Mean attention distance of every head of every block on ``n`` images of ``dataset`` (§2; default: all)."""
-    return stream(AttentionDistance(model), model, dataset, n, batch_size, seed, progress)
+    return run([AttentionDistance(model)], dataset, n, batch_size, seed, progress=progress)[0]
