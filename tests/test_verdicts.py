@@ -363,6 +363,12 @@ def test_infinite_statistics_are_beyond_noise_and_nan_is_not_measured():
     assert judge("c", "r", "m", Quantity(0.5, np.full(DRAWS, NAN))).verdict == "not measured"
 
 
+def test_an_infinite_baseline_meets_the_claim():
+    noise = np.random.default_rng(0).normal(size=DRAWS) * 1e-3
+    finding = judge("c", "r", "m", Quantity(1.0, noise), Quantity(np.inf, np.full(DRAWS, np.inf)))
+    assert finding.verdict == "also at baseline" and consistent(finding)
+
+
 def test_a_finding_refuses_an_unknown_verdict():
     with pytest.raises(ValueError, match="verdict must be one of"):
         Finding("c", "r", "m", "sort of")

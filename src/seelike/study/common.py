@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from seelike.similarity import CKAResult
+from seelike.similarity import CKAResult, split_name
 from seelike.study.verdicts import Quantity, draw_seed
 from seelike.statistics import normal_draws
 
@@ -39,9 +39,10 @@ class CKADraws:
 
 def block_of(result: CKAResult, matrix: np.ndarray, model_a: str, model_b: str | None = None) -> np.ndarray:
     """The [a-layers, b-layers] block of ``matrix`` (the measured one or a draw) for two models of ``result``."""
-    rows = result._indices(model_a)
-    columns = result._indices(model_b if model_b is not None else model_a)
-    return matrix[np.ix_(rows, columns)]
+    def indices(model: str) -> list[int]:
+        return [i for i, name in enumerate(result.names) if split_name(name)[0] == model]
+
+    return matrix[np.ix_(indices(model_a), indices(model_b if model_b is not None else model_a))]
 
 
 def bootstrap_quantity(result: Any, name: str, statistic: Callable[[np.ndarray], float]) -> Quantity:

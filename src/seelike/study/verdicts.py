@@ -159,6 +159,13 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def baseline_meets(value: float | None, se: float | None) -> bool:
+    """Whether a random-init or patch-only baseline meets the claim: beyond 2 of its SEs, or +inf."""
+    if value is None or math.isnan(value):
+        return False
+    return value == math.inf or (_finite(se) and value > SIGNIFICANCE * se)
+
+
 def judge(
     claim: str,
     rule: str,
@@ -193,7 +200,7 @@ def judge(
     if seed_noise is not None and value <= seed_noise:
         return Finding(**common, **numbers, verdict="also at baseline",
                        why=f"two seeds of the same model differ by {seed_noise:.4g}, at least as much as the {value:.4g} measured")
-    if baseline is not None and baseline_kind != "second seed" and _finite(b_value) and _finite(b_se) and b_value > SIGNIFICANCE * b_se:
+    if baseline is not None and baseline_kind != "second seed" and baseline_meets(b_value, b_se):
         return Finding(**common, **numbers, verdict="also at baseline",
                        why=f"the {baseline_kind} baseline meets the claim too ({b_value:.4g} ± {b_se:.2g}): the architecture, not training, gives it")
     return Finding(**common, **numbers, verdict="held")
@@ -214,5 +221,4 @@ def consistent(finding: Finding) -> bool:
     if finding.baseline_kind == "second seed":
         beyond_seed = finding.baseline is None or not _finite(finding.baseline) or value > abs(finding.baseline)
         return beyond_seed == (finding.verdict == "held")
-    baseline_met = _finite(finding.baseline) and _finite(finding.baseline_se) and finding.baseline > SIGNIFICANCE * finding.baseline_se
-    return baseline_met == (finding.verdict == "also at baseline")
+    return baseline_meets(finding.baseline, finding.baseline_se) == (finding.verdict == "also at baseline")
