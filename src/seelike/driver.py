@@ -25,7 +25,7 @@ from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
 
-__all__ = ["feed", "models_and_layers", "run"]
+__all__ = ["PRECISIONS", "feed", "models_and_layers", "run"]
 
 
 def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model], dict[str, list[Layer]]]:
@@ -46,17 +46,25 @@ def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model],
     return list(models.values()), layers
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def feed(
     accumulators: Sequence[Accumulator],
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     progress: bool | None = None,
     total: int | None = None,
+    precision: str = "fp32",
 ) -> None:
     """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
 
     In a distributed run (:mod:`seelike.distributed`) each rank streams its share of the batches and the
     accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass.
+    ``precision``: "fp32", or "bf16" / "fp16" autocast for the forward passes; what the accumulators
+    compute from the activations (Grams, sums) stays in float32 or float64.
     """
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not accumulators:
         raise InvalidInputError("nothing to run: give at least one analysis")
     grad = {accumulator.needs_grad for accumulator in accumulators}
@@ -67,7 +75,8 @@ def feed(
     if size > 1 and hasattr(batches, "__len__") and len(batches) < size:  # type: ignore[arg-type]
         raise InvalidInputError(f"{len(batches)} batches cannot be shared by {size} ranks; use a smaller batch size or more images")  # type: ignore[arg-type]
     try:
-        _stream(accumulators, rank_share(batches), grad_mode, progress, None if total is None else -(-total // size))
+        _stream(accumulators, rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
+                PRECISIONS[precision])
     except BaseException:
         if size > 1:  # tell the other ranks, so they stop instead of waiting in the all-reduce
             try:
@@ -82,7 +91,7 @@ def feed(
 
 
 def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor, Tensor, Tensor]], grad_mode: bool,
-            progress: bool | None, total: int | None) -> None:
+            progress: bool | None, total: int | None, autocast_dtype: torch.dtype | None) -> None:
     """Every batch once through every model, each accumulator updated with what it reads."""
     models, layers = models_and_layers(accumulators)
     readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
@@ -94,7 +103,8 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
     def reducer(model_name: str):
         def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
             key = f"{model_name}/{layer}"
-            return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+            with torch.autocast(tensor.device.type, enabled=False):  # Grams and sums at full precision
+                return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
 
         return reduce
 
@@ -113,7 +123,9 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
                     if grad_mode:
                         model_input = model_input.detach().requires_grad_(True)
                 inputs[model.name] = model_input
-                for layer, reduced in capture(model_input, preprocess=False).items():
+                with torch.autocast(model.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    captured = capture(model_input, preprocess=False)
+                for layer, reduced in captured.items():
                     for index, value in reduced.items():
                         activations[index][f"{model.name}/{layer}"] = value
             batch = Batch(images=images, labels=labels, indices=indices, inputs=inputs)
@@ -137,12 +149,13 @@ def run(
     indices: Tensor | None = None,
     reshuffle: int = 0,
     progress: bool | None = None,
+    precision: str = "fp32",
 ) -> list[Result]:
     """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
 
     ``indices`` (instead of ``n``): exactly these images, in this order. ``reshuffle`` > 0: the same
-    images in another seeded batch order (repeated minibatch CKA). Every result carries the run's
-    :class:`~seelike.analyses.base.RunInfo`.
+    images in another seeded batch order (repeated minibatch CKA). ``precision``: see :func:`feed`.
+    Every result carries the run's :class:`~seelike.analyses.base.RunInfo`.
     """
     started = time.perf_counter()
     if indices is not None:
@@ -153,5 +166,5 @@ def run(
     else:
         total = len(dataset) if n is None else n
         batches = iterate_batches(dataset, batch_size, n=total, shuffle=True, seed=seed, reshuffle=reshuffle)
-    feed(accumulators, batches, progress=progress, total=total)
+    feed(accumulators, batches, progress=progress, total=total, precision=precision)
     return [accumulator.result(RunInfo.of(accumulator.models, dataset, total, batch_size, seed, started)) for accumulator in accumulators]
