@@ -165,3 +165,9 @@ def test_half_precision_forwards_change_cka_little_and_keep_full_precision_sums(
 def test_an_unknown_precision_is_refused(models):
     with pytest.raises(InvalidInputError, match="precision must be one of fp32, bf16, fp16"):
         run([AttentionDistance(models[0])], DATA, n=8, batch_size=8, precision="int8")
+
+
+def test_dataloader_workers_give_the_same_result(models):
+    alone = run([AttentionDistance(models[0])], DATA, n=32, batch_size=8)[0]
+    workers = run([AttentionDistance(models[0])], DATA, n=32, batch_size=8, workers=2)[0]
+    np.testing.assert_array_equal(workers["distance"], alone["distance"])

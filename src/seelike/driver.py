@@ -19,7 +19,7 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, RunInfo
 from seelike.capture import Capture, ThroughputMeter
-from seelike.data import BatchIterator, ImageDataset, iterate_batches
+from seelike.data import BatchIterator, ImageDataset, fetch, iterate_batches
 from seelike.distributed import RankFailedError, all_ranks_ok, rank_share, world
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
@@ -55,13 +55,15 @@ def feed(
     progress: bool | None = None,
     total: int | None = None,
     precision: str = "fp32",
+    shared: bool = False,
 ) -> None:
     """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
 
     In a distributed run (:mod:`seelike.distributed`) each rank streams its share of the batches and the
     accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass.
     ``precision``: "fp32", or "bf16" / "fp16" autocast for the forward passes; what the accumulators
-    compute from the activations (Grams, sums) stays in float32 or float64.
+    compute from the activations (Grams, sums) stays in float32 or float64. ``shared``: the batches are
+    already this rank's share (a loader that skips the other ranks' batches itself).
     """
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -75,7 +77,7 @@ def feed(
     if size > 1 and hasattr(batches, "__len__") and len(batches) < size:  # type: ignore[arg-type]
         raise InvalidInputError(f"{len(batches)} batches cannot be shared by {size} ranks; use a smaller batch size or more images")  # type: ignore[arg-type]
     try:
-        _stream(accumulators, rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
+        _stream(accumulators, batches if shared else rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
                 PRECISIONS[precision])
     except BaseException:
         if size > 1:  # tell the other ranks, so they stop instead of waiting in the all-reduce
@@ -150,11 +152,14 @@ def run(
     reshuffle: int = 0,
     progress: bool | None = None,
     precision: str = "fp32",
+    workers: int = 0,
 ) -> list[Result]:
     """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
 
     ``indices`` (instead of ``n``): exactly these images, in this order. ``reshuffle`` > 0: the same
     images in another seeded batch order (repeated minibatch CKA). ``precision``: see :func:`feed`.
+    ``workers`` > 0 reads and decodes images in that many DataLoader processes (pinned memory when a
+    GPU is present), so decoding JPEGs does not starve the models.
     Every result carries the run's :class:`~seelike.analyses.base.RunInfo`.
     """
     started = time.perf_counter()
@@ -166,5 +171,30 @@ def run(
     else:
         total = len(dataset) if n is None else n
         batches = iterate_batches(dataset, batch_size, n=total, shuffle=True, seed=seed, reshuffle=reshuffle)
-    feed(accumulators, batches, progress=progress, total=total, precision=precision)
+    if workers:
+        rank, size = world()
+        batches = torch.utils.data.DataLoader(
+            _BatchesOf(batches, [i for i in range(len(batches)) if i % size == rank]), batch_size=None,
+            num_workers=workers, pin_memory=torch.cuda.is_available())
+        feed(accumulators, batches, progress=progress, total=total, precision=precision, shared=True)
+    else:
+        feed(accumulators, batches, progress=progress, total=total, precision=precision)
     return [accumulator.result(RunInfo.of(accumulator.models, dataset, total, batch_size, seed, started)) for accumulator in accumulators]
+
+
+class _BatchesOf(torch.utils.data.Dataset):
+    """The chosen batches of a :class:`~seelike.data.BatchIterator`, one item per batch, for DataLoader workers."""
+
+    def __init__(self, batches: BatchIterator, chosen: list[int]) -> None:
+        self.dataset, self.chosen = batches.dataset, chosen
+        starts = [0]
+        for size in batches.sizes:
+            starts.append(starts[-1] + size)
+        self.indices = [batches.order[starts[i]:starts[i + 1]] for i in range(len(batches.sizes))]
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, item: int) -> tuple[Tensor, Tensor, Tensor]:
+        indices = self.indices[self.chosen[item]]
+        return (*fetch(self.dataset, indices), indices)
