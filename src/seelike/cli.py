@@ -128,23 +128,25 @@ def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table
 def zoo_train(
     names: Annotated[list[str], typer.Argument(help="zoo names (see `seelike zoo list`)")],
     runs: Annotated[Path, typer.Option(help="where training runs (and their resumable checkpoints) live")] = Path("runs/zoo"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="where the fp16 weights and manifest are published (default: RUNS/published; "
+                                                "the shipped zoo inside the package is replaced only if you name its folder here)")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
 ) -> None:
-    """Train zoo models from their recipes and publish them into the installed zoo."""
-    from seelike.models.zoo import train_zoo_model
+    """Train zoo models from their recipes and publish them (fp16 weights + manifest) into OUT."""
+    from seelike.zoo_training import train_zoo_model
 
+    destination = out if out is not None else runs / "published"
     for name in names:
-        try:
-            manifest = train_zoo_model(name, runs, on_epoch=_print_epoch, device=device)
-        except SeelikeError as error:
-            _fail(error)
-        console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min")
+        manifest = train_zoo_model(name, runs, destination, on_epoch=_print_epoch, device=device)
+        console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min; "
+                      f"load it as {destination / (name + '.safetensors')}")
 
 
 @zoo_app.command("verify")
 def zoo_verify(names: Annotated[Optional[list[str]], typer.Argument()] = None, hash_only: bool = False) -> None:
     """Check each shipped model's hash and re-evaluate its test accuracy."""
-    from seelike.models.zoo import manifests, verify
+    from seelike.models.zoo import manifests
+    from seelike.zoo_training import verify
 
     failed = False
     for name in names or list(manifests()):
