@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from seelike.capture import Capture, capture_batches
-from seelike.data import BatchIterator, ImageDataset
+from seelike.data import BatchIterator, ImageDataset, check_disjoint
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -512,6 +512,7 @@ def probe_layers(
     scored in one pass over ``n_test`` images of ``test_set``; memory does not grow with ``n_train``.
     """
     started = time.perf_counter()
+    check_disjoint(train_set, test_set)  # never test on images the probe was fit on
     readouts = resolve_readouts(model, readouts)
     layers, num_classes = model.block_layers(), train_set.num_classes
     lambdas = [float(v) for v in lambdas]
