@@ -28,6 +28,7 @@ from seelike.errors import InvalidInputError
 from seelike.models.model import Model
 from seelike.results import Result
 from seelike.similarity import CKAResult, split_name
+from seelike.validation import check_same_architecture
 
 __all__ = ["DataScaleResult", "SIGNIFICANCE", "compare_to_reference", "data_scale", "training_fraction"]
 
@@ -133,6 +134,7 @@ def data_scale(
     """
     if not others:
         raise InvalidInputError("give at least one reduced-data model to compare with the reference")
+    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
     for model in [*others, baseline]:
         if model.num_blocks != reference.num_blocks:
             raise InvalidInputError(
