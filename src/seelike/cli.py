@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -62,7 +63,7 @@ MIN_FREE_BYTES = 16 << 20
 
 
 def _fail(error: SeelikeError) -> None:
-    console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -101,19 +102,26 @@ class _OutputFolder:
         self.before = self._snapshot()
         self.previous = self._read_record()
 
+    def _files(self) -> Iterator[Path]:
+        """The files a command writes: in the folder and one level down (``OUT/<model>/``); never a deep walk of
+        whatever folder ``--out`` names."""
+        for entry in self.path.iterdir():
+            children = entry.iterdir() if entry.is_dir() and not entry.is_symlink() else [entry]
+            yield from (child for child in children if child.is_file() and child.name not in (LOCK_FILE, OUTPUTS_RECORD))
+
     def _snapshot(self) -> dict[str, tuple[int, int, int]]:
         """(inode, size, mtime) of every file: a file whose entry changes during the run was written by it."""
         snapshot = {}
-        for file in self.path.rglob("*"):
-            if file.is_file() and file.name not in (LOCK_FILE, OUTPUTS_RECORD):
-                stat = file.stat()
-                snapshot[str(file.relative_to(self.path))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        for file in self._files():
+            stat = file.stat()
+            snapshot[str(file.relative_to(self.path))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
         return snapshot
 
     def _read_record(self) -> set[str]:
         try:
             names = json.loads((self.path / OUTPUTS_RECORD).read_text())
-            return {n for n in names if isinstance(n, str) and ".." not in Path(n).parts and not Path(n).is_absolute()}
+            return {n for n in names if isinstance(n, str) and ".." not in Path(n).parts and not Path(n).is_absolute()
+                    and len(Path(n).parts) <= 2}
         except (OSError, ValueError, TypeError):
             return set()
 
@@ -122,12 +130,18 @@ class _OutputFolder:
         written = {name for name, entry in self._snapshot().items() if self.before.get(name) != entry}
         if self.clean:
             for name in sorted(self.previous - written):
-                (self.path / name).unlink(missing_ok=True)
+                stale = self.path / name
+                stale.unlink(missing_ok=True)
+                if stale.parent != self.path and not any(stale.parent.iterdir()):
+                    stale.parent.rmdir()
         else:
             written |= {name for name in self.previous if (self.path / name).is_file()}
         from seelike.results import atomic_write_text
 
-        atomic_write_text(self.path / OUTPUTS_RECORD, json.dumps(sorted(written), indent=1))
+        try:
+            atomic_write_text(self.path / OUTPUTS_RECORD, json.dumps(sorted(written), indent=1))
+        except OSError as error:  # the results are written; only the next run's clean-up would miss them
+            logging.getLogger(__name__).warning("could not record the outputs in %s: %s", self.path, error)
 
     def release(self) -> None:
         if self.lock is not None:

@@ -27,7 +27,7 @@ def check_vit(model: Model, role: str = "the ViT") -> None:
     """``model`` has attention maps seelike can read (a vision transformer), as the attention analyses need."""
     if not model.attention_layers():
         raise InvalidInputError(f"{role} must be a vision transformer with attention seelike can read, "
-                                f"but {model.spec} is a {model.family} without attention layers")
+                                f"but {model.spec} ({model.family}) has no attention layers")
 
 
 def check_cnn(model: Model, role: str = "the CNN") -> None:

@@ -134,13 +134,13 @@ def data_scale(
     """
     if not others:
         raise InvalidInputError("give at least one reduced-data model to compare with the reference")
-    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
     for model in [*others, baseline]:
         if model.num_blocks != reference.num_blocks:
             raise InvalidInputError(
                 f"{model.name} has {model.num_blocks} blocks but the reference {reference.name} has {reference.num_blocks}; "
                 "data-scale CKA compares block i with block i, so compare models of the same architecture"
             )
+    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
     unique: dict[str, Model] = {}
     for model in [reference, *others, baseline]:
         if unique.setdefault(model.name, model) is not model:
