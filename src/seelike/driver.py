@@ -1,0 +1,131 @@
+"""The one driver: stream each batch once through each model, for every analysis at once (DESIGN.md).
+
+:func:`run` takes accumulators (:class:`~seelike.analyses.base.Accumulator`) that may read different
+layers of different models; it captures, per model, the union of the layers they ask for, runs
+each model once per batch and hands every accumulator what it reads. As each hook fires, every
+accumulator that reads the layer reduces the tensor to what it keeps (:meth:`Accumulator.reduce`:
+a Gram, per-head sums, per-token norms), so peak memory does not grow with the layers read. Command-line analyses
+and the study both use it, so k analyses of one model cost one forward pass per batch, not k.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from seelike.analyses.base import Accumulator, Batch, RunInfo
+from seelike.capture import Capture, ThroughputMeter
+from seelike.data import BatchIterator, ImageDataset, iterate_batches
+from seelike.errors import InvalidInputError
+from seelike.models.model import Layer, Model
+from seelike.results import Result
+
+__all__ = ["feed", "models_and_layers", "run"]
+
+
+def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model], dict[str, list[Layer]]]:
+    """The models the accumulators read (in first-use order) and, per model, the union of their layers in depth order."""
+    models: dict[str, Model] = {}
+    wanted: dict[str, set[str]] = {}
+    for accumulator in accumulators:
+        for model in accumulator.models:
+            if models.setdefault(model.name, model) is not model:
+                raise InvalidInputError(
+                    f"two different models are both named {model.name!r}; give each model its own name (Model.label)"
+                )
+        for name, layers in accumulator.layers().items():
+            if name not in models:
+                raise InvalidInputError(f"{type(accumulator).__name__} asks for layers of {name!r}, which is not one of its models")
+            wanted.setdefault(name, set()).update(layer.name for layer in layers)
+    layers = {name: [layer for layer in models[name].layers if layer.name in wanted.get(name, set())] for name in models}
+    return list(models.values()), layers
+
+
+def feed(
+    accumulators: Sequence[Accumulator],
+    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    progress: bool | None = None,
+    total: int | None = None,
+) -> None:
+    """Stream ``batches`` (images, labels, indices) once through every model into every accumulator."""
+    if not accumulators:
+        raise InvalidInputError("nothing to run: give at least one analysis")
+    grad = {accumulator.needs_grad for accumulator in accumulators}
+    if len(grad) > 1:
+        raise InvalidInputError("gradient analyses (ERF) run in passes of their own; run them apart from forward-only ones")
+    grad_mode = grad.pop()
+    models, layers = models_and_layers(accumulators)
+    readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
+    for index, accumulator in enumerate(accumulators):
+        for name, model_layers in accumulator.layers().items():
+            for layer in model_layers:
+                readers.setdefault(f"{name}/{layer.name}", []).append(index)
+
+    def reducer(model_name: str):
+        def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
+            key = f"{model_name}/{layer}"
+            return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+
+        return reduce
+
+    captures = [Capture(model, layers[model.name], grad=grad_mode, reduce=reducer(model.name)) for model in models if layers[model.name]]
+    meter = ThroughputMeter(progress, total)
+    try:
+        for capture in captures:
+            capture.__enter__()
+        for images, labels, indices in batches:
+            activations: list[dict[str, Any]] = [{} for _ in accumulators]
+            inputs: dict[str, Tensor] = {}
+            for capture in captures:
+                model = capture.model
+                with torch.inference_mode(not grad_mode), torch.set_grad_enabled(grad_mode):
+                    model_input = model.preprocess(images.to(model.device, non_blocking=True))
+                    if grad_mode:
+                        model_input = model_input.detach().requires_grad_(True)
+                inputs[model.name] = model_input
+                for layer, reduced in capture(model_input, preprocess=False).items():
+                    for index, value in reduced.items():
+                        activations[index][f"{model.name}/{layer}"] = value
+            batch = Batch(images=images, labels=labels, indices=indices, inputs=inputs)
+            with torch.inference_mode(not grad_mode), torch.set_grad_enabled(grad_mode):  # ERF differentiates here
+                for accumulator, seen in zip(accumulators, activations):
+                    accumulator.update(seen, batch)
+            del activations
+            meter.update(len(images))
+    finally:
+        for capture in captures:
+            capture.remove()
+        meter.close()
+
+
+def run(
+    accumulators: Sequence[Accumulator],
+    dataset: ImageDataset,
+    n: int | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    indices: Tensor | None = None,
+    reshuffle: int = 0,
+    progress: bool | None = None,
+) -> list[Result]:
+    """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
+
+    ``indices`` (instead of ``n``): exactly these images, in this order. ``reshuffle`` > 0: the same
+    images in another seeded batch order (repeated minibatch CKA). Every result carries the run's
+    :class:`~seelike.analyses.base.RunInfo`.
+    """
+    started = time.perf_counter()
+    if indices is not None:
+        indices = torch.as_tensor(indices).long()
+        total = len(indices)
+        sizes = [min(batch_size, total - start) for start in range(0, total, batch_size)]
+        batches: Iterable = BatchIterator(dataset, indices, sizes)
+    else:
+        total = len(dataset) if n is None else n
+        batches = iterate_batches(dataset, batch_size, n=total, shuffle=True, seed=seed, reshuffle=reshuffle)
+    feed(accumulators, batches, progress=progress, total=total)
+    return [accumulator.result(RunInfo.of(accumulator.models, dataset, total, batch_size, seed, started)) for accumulator in accumulators]
