@@ -98,6 +98,8 @@ def test_1_probes_refuse_or_split_a_folder_without_train_and_test(tmp_path):
     saved = load_result(out)
     assert saved.metadata["data_provenance"]["holdout"]["test_fraction"] == 0.2
     assert saved.metadata["n_train"] + saved.metadata["n_test"] <= 12
+    refused = run_cli("probe", VIT, "--data", "synthetic:n=16,classes=4", "--out", out, "--holdout", "0.3")
+    assert_one_line_error(refused, "--holdout is for data without a separate test split")
 
 
 # --------------------------------------------------------------------------------- 2. every PIL mode in [0, 1]
@@ -429,6 +431,7 @@ def _bad_images(folder: Path) -> dict[str, Path]:
     return paths
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 @pytest.mark.parametrize("kind", ["corrupt", "truncated", "empty", "bomb"])
 def test_13_an_unreadable_image_is_named_in_one_line(tmp_path, monkeypatch, kind):
     from PIL import Image

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from seelike.errors import OutputError, SeelikeError
+from seelike.errors import InvalidInputError, OutputError, SeelikeError
 
 
 class SeelikeGroup(TyperGroup):
@@ -536,7 +536,10 @@ def probe(
     results = []
     with _reporting():
         train_set, test_set = _load_data(data, "train", skip_bad_images), _load_data(data, "test", skip_bad_images)
-        if holdout is not None or shared_images(train_set, test_set):
+        if not shared_images(train_set, test_set):
+            if holdout is not None:
+                raise InvalidInputError(f"--holdout is for data without a separate test split, and {data} has one; drop --holdout")
+        else:
             fraction = 0.2 if holdout is None else holdout
             train_set, test_set = holdout_split(test_set, fraction, seed)
             console.print(f"{data} has no separate test images: probes train on {1 - fraction:.0%} and test on a disjoint, "
@@ -620,8 +623,6 @@ def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        from seelike.errors import InvalidInputError
-
         raise InvalidInputError(f"blocks must be comma-separated integers such as '0,3,5', got {text!r}") from None
 
 

@@ -466,7 +466,7 @@ def _unit_range(array: np.ndarray, mode: str, path: str | Path) -> np.ndarray:
             raise BadImageError(path, f"float image with values in [{low:g}, {high:g}], not [0, 1]; save it as 8 or 16 bit")
         return values
     if values.size and (values.min() < 0 or values.max() > 65535):
-        raise BadImageError(path, f"32-bit integer image with values outside 0..65535; save it as 8 or 16 bit")
+        raise BadImageError(path, "32-bit integer image with values outside 0..65535; save it as 8 or 16 bit")
     return values / 65535.0
 
 

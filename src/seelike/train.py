@@ -1,8 +1,9 @@
 """A small, resumable trainer for seelike's own models (the zoo; DESIGN.md: train).
 
 AdamW, linear warm-up then cosine decay (a pure function of the step, so no scheduler state),
-label smoothing, optional light augmentation, and a checkpoint at the end of every epoch:
-weights and optimizer state in safetensors, everything else in JSON. Data order and
+label smoothing, optional light augmentation, and a checkpoint at the end of every epoch: one
+safetensors file with the weights, the optimizer state and (in its metadata) the JSON state, renamed
+into place, so a kill at any moment leaves one whole checkpoint (``state.json`` is a readable copy). Data order and
 augmentation of epoch ``e`` depend only on ``(seed, e)``, so an interrupted run resumed from
 its last checkpoint continues exactly as if it had never stopped. No pickle is ever read.
 """
