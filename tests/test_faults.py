@@ -522,12 +522,16 @@ def test_15_a_rerun_into_the_same_out_clears_the_previous_runs_figures(tmp_path)
 
 
 def test_15_results_honour_the_umask(tmp_path):
+    from seelike.results import atomic_write_text
+
     previous = os.umask(0o022)
     try:
         Result(arrays={"x": np.zeros(2)}).save(tmp_path)
+        atomic_write_text(tmp_path / "report.html", "<p>report</p>")  # reports, study documents, checkpoint state
     finally:
         os.umask(previous)
-    assert {oct((tmp_path / name).stat().st_mode & 0o777) for name in ("result.json", "result.npz")} == {"0o644"}
+    modes = {oct((tmp_path / name).stat().st_mode & 0o777) for name in ("result.json", "result.npz", "report.html")}
+    assert modes == {"0o644"}
 
 
 def test_15_the_help_cites_methods_notes_that_ship_with_the_code():
@@ -582,3 +586,20 @@ def test_models_zoo_and_train_import_each_other_in_no_cycle():
 
     for module in ("seelike.models", "seelike.models.zoo", "seelike.train", "seelike.recipes", "seelike.zoo_training"):
         assert not reaches(module, module), f"{module} imports itself through a cycle"
+
+
+def test_zoo_train_publishes_beside_its_runs_not_over_the_shipped_zoo(tmp_path, monkeypatch):
+    import seelike.zoo_training as zoo_training
+
+    monkeypatch.setitem(zoo_training.RECIPES, "tiny", (tiny_config(epochs=1), None, "a tiny test recipe"))
+    try:
+        result = run_cli("zoo", "train", "tiny", "--runs", tmp_path / "runs")
+        assert result.exit_code == 0, result.output
+        published = tmp_path / "runs" / "published"
+        manifest = json.loads((published / "tiny.json").read_text())
+        assert manifest["sha256"] == zoo.sha256(published / "tiny.safetensors")
+        assert load_model(str(published / "tiny.safetensors")).family == "vit"
+        assert not (zoo.zoo_dir() / "tiny.safetensors").exists()
+    finally:  # never leave a test model in the package, whatever the code under test did
+        for suffix in (".safetensors", ".json"):
+            (zoo.zoo_dir() / f"tiny{suffix}").unlink(missing_ok=True)

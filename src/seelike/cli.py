@@ -290,8 +290,9 @@ def zoo_train(
     """Train zoo models from their recipes and publish them (fp16 weights + manifest) into OUT."""
     from seelike.zoo_training import train_zoo_model
 
-    destination = out if out is not None else runs / "published"
+    destination = _prepare_out(out if out is not None else runs / "published", clean=False)
     for name in names:
+        _prepare_out(runs / name, clean=False)  # two trainings of one recipe must not share a checkpoint folder
         manifest = train_zoo_model(name, runs, destination, on_epoch=_print_epoch, device=device)
         console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min; "
                       f"load it as {destination / (name + '.safetensors')}")
