@@ -1,4 +1,4 @@
-"""How much data do the blocks need? Per-block CKA against the 100%-data model (paper Fig 12; PAPER.md §7).
+"""How much data do the blocks need? Per-block CKA against the 100%-data model (paper Fig 12; docs/methods.md §7).
 
 All models — the reference (trained on 100% of the data), the reduced-data models and a second-seed
 100% model (the seed baseline) — go through :func:`~seelike.analyses.layer_similarity.layer_similarity`

@@ -1,4 +1,4 @@
-"""Linear probes per block: closed-form ridge regression to ±1 targets (paper Fig 11, 13; PAPER.md §6-7).
+"""Linear probes per block: closed-form ridge regression to ±1 targets (paper Fig 11, 13; docs/methods.md §6-7).
 
 A probe maps a block's features to one-vs-rest targets (+1 for the class, −1 otherwise) by ridge
 regression. Features are standardised with the training examples' mean and standard deviation and a
