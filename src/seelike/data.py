@@ -440,8 +440,9 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            if width * height > Image.MAX_IMAGE_PIXELS:
-                raise BadImageError(path, f"{width}x{height} pixels, over PIL's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS}")
+            limit = Image.MAX_IMAGE_PIXELS  # None when the user has switched PIL's check off
+            if limit and width * height > limit:
+                raise BadImageError(path, f"{width}x{height} pixels, over PIL's decompression-bomb limit of {limit}")
             if width < 1 or height < 1:
                 raise BadImageError(path, f"empty image ({width}x{height})")
             img.load()
