@@ -20,6 +20,7 @@ from torch import Tensor
 from seelike.analyses.base import Accumulator, Batch, RunInfo
 from seelike.capture import Capture, ThroughputMeter
 from seelike.data import BatchIterator, ImageDataset, iterate_batches
+from seelike.distributed import RankFailedError, all_ranks_ok, rank_share, world
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -51,13 +52,38 @@ def feed(
     progress: bool | None = None,
     total: int | None = None,
 ) -> None:
-    """Stream ``batches`` (images, labels, indices) once through every model into every accumulator."""
+    """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
+
+    In a distributed run (:mod:`seelike.distributed`) each rank streams its share of the batches and the
+    accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass.
+    """
     if not accumulators:
         raise InvalidInputError("nothing to run: give at least one analysis")
     grad = {accumulator.needs_grad for accumulator in accumulators}
     if len(grad) > 1:
         raise InvalidInputError("gradient analyses (ERF) run in passes of their own; run them apart from forward-only ones")
     grad_mode = grad.pop()
+    rank, size = world()
+    if size > 1 and hasattr(batches, "__len__") and len(batches) < size:  # type: ignore[arg-type]
+        raise InvalidInputError(f"{len(batches)} batches cannot be shared by {size} ranks; use a smaller batch size or more images")  # type: ignore[arg-type]
+    try:
+        _stream(accumulators, rank_share(batches), grad_mode, progress, None if total is None else -(-total // size))
+    except BaseException:
+        if size > 1:  # tell the other ranks, so they stop instead of waiting in the all-reduce
+            try:
+                all_ranks_ok(False)
+            except RankFailedError:
+                pass
+        raise
+    all_ranks_ok(True)
+    if size > 1:
+        for accumulator in accumulators:
+            accumulator.sync()
+
+
+def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor, Tensor, Tensor]], grad_mode: bool,
+            progress: bool | None, total: int | None) -> None:
+    """Every batch once through every model, each accumulator updated with what it reads."""
     models, layers = models_and_layers(accumulators)
     readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
     for index, accumulator in enumerate(accumulators):

@@ -142,12 +142,15 @@ class SummedState:
         """Combine this state across the ranks of a ``torch.distributed`` run: all-reduce sums, all-gather cats."""
         import torch.distributed as dist
 
+        on_device = dist.get_backend(group) == "nccl"  # NCCL reduces CUDA tensors only
         for name in sorted(self._state):
             value = self._state[name]
             if value is None:
                 raise InvalidInputError(f"{type(self).__name__}: rank {dist.get_rank()} saw no batch; give every rank data")
             if self._reductions[name] == "sum":
-                dist.all_reduce(value, group=group)
+                reduced = value.cuda() if on_device else value.clone()
+                dist.all_reduce(reduced, group=group)
+                self._state[name] = reduced.to(value.device)
             else:
                 parts: list[Any] = [None] * dist.get_world_size(group)
                 dist.all_gather_object(parts, value.cpu(), group=group)

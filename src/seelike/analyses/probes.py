@@ -513,6 +513,8 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
     draws = few_shot_indices(train_set.labels, train_set.num_classes, shots, samples, seed)
     drawn = torch.unique(torch.cat([torch.cat(draw) for draw in draws]))  # each drawn image streamed once
     kept = run([ProbeFeatures(model, readouts)], train_set, batch_size=batch_size, indices=drawn, progress=progress)[0]
+    rows = np.argsort(kept["indices"], kind="stable")  # rows in ``drawn`` order, whatever order the ranks sent them
+    kept = {name: values[rows] for name, values in kept.arrays.items()}
     all_labels = torch.from_numpy(kept["labels"])
     probes, chosen = {}, np.zeros((len(readouts), model.num_blocks, samples))
     for s, (train, validation) in enumerate(draws):
