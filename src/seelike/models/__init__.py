@@ -3,8 +3,10 @@
 Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architecture at random init), ``timm:NAME[?pretrained=1&img_size=...]``,
 ``torchvision:NAME[?pretrained=1]``, ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
-seelike ``.safetensors`` checkpoint. Random-init models are seeded (``seed=0`` by default) so
-the same spec always gives the same weights.
+seelike ``.safetensors`` checkpoint (or a ``seelike train`` folder: its ``model.safetensors``).
+Random-init models are seeded (``seed=0`` by default) so the same spec always gives the same weights.
+Options are never ignored: an unknown ``zoo:`` key, a key given twice or ``pretrained=maybe`` is refused,
+and a zoo checkpoint is checked against its manifest's sha256 before it loads.
 """
 
 from __future__ import annotations
