@@ -352,6 +352,25 @@ def balanced_subset_indices(labels: Tensor, fraction: float, seed: int = 0, num_
     return torch.sort(torch.cat(kept)).values if kept else torch.empty(0, dtype=torch.long)
 
 
+def balanced_sample(labels: Tensor, n: int, seed: int = 0) -> Tensor:
+    """``n`` positions, class-balanced: per class a seeded permutation, classes taken round-robin, then shuffled.
+
+    Every class gives ``n // classes`` or one more image while it has them (a class that runs out leaves its
+    turns to the others); the draw depends only on the labels, ``n`` and ``seed``.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if not 0 <= n <= len(labels):
+        raise InvalidInputError(f"n={n} must lie in 0..{len(labels)} (the images there are)")
+    generator = torch.Generator().manual_seed(int(seed))
+    members = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
+    members = [m[torch.randperm(len(m), generator=generator)] for m in members]
+    rank_in_class = torch.cat([torch.arange(len(m)) for m in members])
+    class_turn = torch.cat([torch.full((len(m),), k) for k, m in enumerate(members)])
+    positions = torch.cat(members)
+    round_robin = positions[torch.argsort(rank_in_class * len(members) + class_turn)][:n]
+    return round_robin[torch.randperm(n, generator=generator)]
+
+
 def num_batches(total: int, batch_size: int, min_batch: int = 4) -> int:
     """How many batches ``iterate_batches`` yields for ``total`` examples."""
     return len(_batch_sizes(total, batch_size, min_batch))
@@ -389,6 +408,9 @@ def iterate_batches(
 ) -> BatchIterator:
     """Minibatches of the first ``n`` examples (a seeded random ``n`` when ``shuffle``), each exactly once.
 
+    An image folder is sampled class-balanced (:func:`balanced_sample`): a few thousand images of an
+    ImageNet validation folder cover every class about equally, the same on every rank and every run.
+
     A last remainder smaller than ``min_batch`` is merged into the previous batch, so no batch is smaller than
     ``min_batch`` and no example is dropped; fewer than ``min_batch`` examples in all is an error.
     ``reshuffle`` > 0 gives the same examples in another seeded order (repeated minibatch CKA).
@@ -401,7 +423,9 @@ def iterate_batches(
     if total > size:
         raise InvalidInputError(f"n={total} is larger than the data set, which has {size} examples")
     sizes = _batch_sizes(total, batch_size, min_batch)
-    if shuffle:
+    if shuffle and isinstance(dataset, FolderImageDataset):  # the labels come from folder names: no image is read
+        order = balanced_sample(dataset.labels, total, seed)
+    elif shuffle:
         order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:total]
     else:
         order = torch.arange(total)
