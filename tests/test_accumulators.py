@@ -151,3 +151,23 @@ def test_one_pass_serves_several_analyses_of_the_same_model(models):
     assert calls == {"vit": 4, "cnn": 4}  # 32 images in 4 batches: each model once per batch, for all four analyses
     alone = run([AttentionDistance(vit)], DATA, n=32, batch_size=8)[0]
     np.testing.assert_array_equal(results[1]["distance"], alone["distance"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_forwards_change_cka_little_and_keep_full_precision_sums(precision, models):
+    full = run([LayerSimilarity(list(models))], DATA, n=32, batch_size=16)[0]
+    half = run([LayerSimilarity(list(models))], DATA, n=32, batch_size=16, precision=precision)[0]
+    assert half["hsic"].dtype == np.float64
+    difference = np.abs(half.matrix - full.matrix).max()
+    assert 0 < difference < 0.02  # the forward really ran in half precision, and CKA barely moved
+
+
+def test_an_unknown_precision_is_refused(models):
+    with pytest.raises(InvalidInputError, match="precision must be one of fp32, bf16, fp16"):
+        run([AttentionDistance(models[0])], DATA, n=8, batch_size=8, precision="int8")
+
+
+def test_dataloader_workers_give_the_same_result(models):
+    alone = run([AttentionDistance(models[0])], DATA, n=32, batch_size=8)[0]
+    workers = run([AttentionDistance(models[0])], DATA, n=32, batch_size=8, workers=2)[0]
+    np.testing.assert_array_equal(workers["distance"], alone["distance"])

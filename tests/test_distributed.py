@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from seelike.driver import feed
-from test_accumulators import FACTORIES, KINDS, ORDERED, _batches, models  # noqa: F401  (models: the fixture)
+from test_accumulators import FACTORIES, KINDS, ORDERED, _batches, models  # noqa: F401,F811  (models: the fixture)
 
 WORKER = textwrap.dedent('''
     import sys, warnings
@@ -58,7 +58,7 @@ def two_ranks(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_two_ranks_equal_one_process(kind, models, two_ranks):  # noqa: F811
+def test_two_ranks_equal_one_process(kind, models, two_ranks):  # noqa: F811  (the fixture imported above)
     out, _ = two_ranks
     single = FACTORIES[kind](*models)
     feed([single], _batches(list(range(32))), progress=False)

@@ -19,13 +19,13 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, RunInfo
 from seelike.capture import Capture, ThroughputMeter
-from seelike.data import BatchIterator, ImageDataset, iterate_batches
+from seelike.data import BatchIterator, ImageDataset, fetch, iterate_batches
 from seelike.distributed import RankFailedError, all_ranks_ok, rank_share, world
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
 
-__all__ = ["feed", "models_and_layers", "run"]
+__all__ = ["PRECISIONS", "feed", "models_and_layers", "run"]
 
 
 def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model], dict[str, list[Layer]]]:
@@ -46,17 +46,27 @@ def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model],
     return list(models.values()), layers
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def feed(
     accumulators: Sequence[Accumulator],
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     progress: bool | None = None,
     total: int | None = None,
+    precision: str = "fp32",
+    shared: bool = False,
 ) -> None:
     """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
 
     In a distributed run (:mod:`seelike.distributed`) each rank streams its share of the batches and the
     accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass.
+    ``precision``: "fp32", or "bf16" / "fp16" autocast for the forward passes; what the accumulators
+    compute from the activations (Grams, sums) stays in float32 or float64. ``shared``: the batches are
+    already this rank's share (a loader that skips the other ranks' batches itself).
     """
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if not accumulators:
         raise InvalidInputError("nothing to run: give at least one analysis")
     grad = {accumulator.needs_grad for accumulator in accumulators}
@@ -67,7 +77,8 @@ def feed(
     if size > 1 and hasattr(batches, "__len__") and len(batches) < size:  # type: ignore[arg-type]
         raise InvalidInputError(f"{len(batches)} batches cannot be shared by {size} ranks; use a smaller batch size or more images")  # type: ignore[arg-type]
     try:
-        _stream(accumulators, rank_share(batches), grad_mode, progress, None if total is None else -(-total // size))
+        _stream(accumulators, batches if shared else rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
+                PRECISIONS[precision])
     except BaseException:
         if size > 1:  # tell the other ranks, so they stop instead of waiting in the all-reduce
             try:
@@ -82,7 +93,7 @@ def feed(
 
 
 def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor, Tensor, Tensor]], grad_mode: bool,
-            progress: bool | None, total: int | None) -> None:
+            progress: bool | None, total: int | None, autocast_dtype: torch.dtype | None) -> None:
     """Every batch once through every model, each accumulator updated with what it reads."""
     models, layers = models_and_layers(accumulators)
     readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
@@ -94,12 +105,13 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
     def reducer(model_name: str):
         def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
             key = f"{model_name}/{layer}"
-            return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+            with torch.autocast(tensor.device.type, enabled=False):  # Grams and sums at full precision
+                return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
 
         return reduce
 
     captures = [Capture(model, layers[model.name], grad=grad_mode, reduce=reducer(model.name)) for model in models if layers[model.name]]
-    meter = ThroughputMeter(progress, total)
+    meter = ThroughputMeter(progress if world()[0] == 0 else False, total)  # ranks other than 0 stay quiet
     try:
         for capture in captures:
             capture.__enter__()
@@ -113,7 +125,9 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
                     if grad_mode:
                         model_input = model_input.detach().requires_grad_(True)
                 inputs[model.name] = model_input
-                for layer, reduced in capture(model_input, preprocess=False).items():
+                with torch.autocast(model.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                    captured = capture(model_input, preprocess=False)
+                for layer, reduced in captured.items():
                     for index, value in reduced.items():
                         activations[index][f"{model.name}/{layer}"] = value
             batch = Batch(images=images, labels=labels, indices=indices, inputs=inputs)
@@ -137,12 +151,16 @@ def run(
     indices: Tensor | None = None,
     reshuffle: int = 0,
     progress: bool | None = None,
+    precision: str = "fp32",
+    workers: int = 0,
 ) -> list[Result]:
     """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
 
     ``indices`` (instead of ``n``): exactly these images, in this order. ``reshuffle`` > 0: the same
-    images in another seeded batch order (repeated minibatch CKA). Every result carries the run's
-    :class:`~seelike.analyses.base.RunInfo`.
+    images in another seeded batch order (repeated minibatch CKA). ``precision``: see :func:`feed`.
+    ``workers`` > 0 reads and decodes images in that many DataLoader processes (pinned memory when a
+    GPU is present), so decoding JPEGs does not starve the models.
+    Every result carries the run's :class:`~seelike.analyses.base.RunInfo`.
     """
     started = time.perf_counter()
     if indices is not None:
@@ -153,5 +171,30 @@ def run(
     else:
         total = len(dataset) if n is None else n
         batches = iterate_batches(dataset, batch_size, n=total, shuffle=True, seed=seed, reshuffle=reshuffle)
-    feed(accumulators, batches, progress=progress, total=total)
+    if workers:
+        rank, size = world()
+        batches = torch.utils.data.DataLoader(
+            _BatchesOf(batches, [i for i in range(len(batches)) if i % size == rank]), batch_size=None,
+            num_workers=workers, pin_memory=torch.cuda.is_available())
+        feed(accumulators, batches, progress=progress, total=total, precision=precision, shared=True)
+    else:
+        feed(accumulators, batches, progress=progress, total=total, precision=precision)
     return [accumulator.result(RunInfo.of(accumulator.models, dataset, total, batch_size, seed, started)) for accumulator in accumulators]
+
+
+class _BatchesOf(torch.utils.data.Dataset):
+    """The chosen batches of a :class:`~seelike.data.BatchIterator`, one item per batch, for DataLoader workers."""
+
+    def __init__(self, batches: BatchIterator, chosen: list[int]) -> None:
+        self.dataset, self.chosen = batches.dataset, chosen
+        starts = [0]
+        for size in batches.sizes:
+            starts.append(starts[-1] + size)
+        self.indices = [batches.order[starts[i]:starts[i + 1]] for i in range(len(batches.sizes))]
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def __getitem__(self, item: int) -> tuple[Tensor, Tensor, Tensor]:
+        indices = self.indices[self.chosen[item]]
+        return (*fetch(self.dataset, indices), indices)
