@@ -23,10 +23,44 @@ from torch import Tensor, nn
 from seelike.errors import ModelLoadError
 from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
 
-RESIDUAL_UNIT = re.compile(r"(BasicBlock|Bottleneck|BasicUnit|PreActBasic|PreActBottleneck)$")
+RESIDUAL_UNIT = re.compile(r"(BasicBlock|Bottleneck|BasicUnit|PreActBasic|PreActBottleneck|ConvNeXtBlock)$")
 
 
 # -- attention probabilities -------------------------------------------------------------------
+def attention_probabilities(q: Tensor, k: Tensor, scale: float, bias: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ · scale + bias + mask) [B, H, T, T] in float32 from q, k [B, H, T, d].
+
+    ``bias`` and ``mask`` are additive: [H, T, T] or [1 | B, H, T, T] (relative position bias), or
+    a window mask [W, T, T] (Swin's shifted windows: B is images × W windows, window-major inside).
+    """
+    scores = (q * scale) @ k.transpose(-2, -1)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        if mask.ndim == 3:  # [windows, T, T], shared by every image
+            windows, tokens = mask.shape[0], scores.shape[-1]
+            scores = (scores.view(-1, windows, scores.shape[1], tokens, tokens) + mask[None, :, None]).view_as(scores)
+        else:
+            scores = scores + mask
+    return scores.float().softmax(dim=-1)
+
+
+def remember_attention_mask(attn: nn.Module) -> Callable[[], Tensor | None]:
+    """Keep the additive mask a block passes to ``attn`` (second argument, or ``attention_mask`` / ``mask``).
+
+    A persistent pre-hook on ``attn``: registered when the model is described, it runs before any
+    capture hook on the same module, so a transform recomputing attention sees this pass's mask.
+    """
+    state: dict[str, Tensor | None] = {"mask": None}
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        mask = kwargs.get("attention_mask", kwargs.get("mask"))
+        state["mask"] = args[1] if mask is None and len(args) > 1 and isinstance(args[1], Tensor) else mask
+
+    attn.register_forward_pre_hook(hook, with_kwargs=True)
+    return lambda: state["mask"]
+
+
 def attention_from_qkv(attn: nn.Module) -> Callable[[Tensor], Tensor]:
     """softmax(q kᵀ · scale) from the output of ``attn.qkv`` ([B, T, 3·D] → [B, H, T, T])."""
 
@@ -115,6 +149,49 @@ def torchvision_vit_block_layers(prefix: str, block: nn.Module, index: int) -> l
     ]
 
 
+def _tokens(tensor: Tensor) -> Tensor:
+    """timm's Swin keeps tokens as [B, H, W, C]: analyses read [B, H·W, C] in row-major order."""
+    return tensor.flatten(1, 2) if tensor.ndim == 4 else tensor
+
+
+def window_attention_from_qkv(attn: nn.Module, mask: Callable[[], Tensor | None]) -> Callable[[Tensor], Tensor]:
+    """timm ``WindowAttention``: softmax(q kᵀ · scale + relative position bias + shift mask) per window."""
+
+    def probabilities(qkv: Tensor) -> Tensor:
+        windows, tokens, _ = qkv.shape
+        q, k, _ = qkv.reshape(windows, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        return attention_probabilities(q, k, attn.scale, attn._get_rel_pos_bias(), mask())
+
+    return probabilities
+
+
+def timm_swin_block_layers(path: str, block: nn.Module, index: int, input_size: tuple[int, int, int]) -> list[Layer]:
+    """Roles of a timm ``SwinTransformerBlock``: tokens on its stage's grid, attention within windows.
+
+    Tokens [B, H, W, C] are read as [B, H·W, C]; each layer carries its stage's token layout (grid,
+    patch size in input pixels) and ``attn_probs`` the window's (``window × window`` on the same
+    patch size), so attention distance is measured within windows (docs/swin_attention_distance.md).
+    """
+    rows, columns = (int(v) for v in block.input_resolution)
+    window = tuple(int(v) for v in block.window_size)
+    pixels = input_size[1] // rows
+    stage, in_window = TokenLayout(0, (rows, columns), pixels), TokenLayout(0, window, pixels)
+    p = path
+    mask = remember_attention_mask(block.attn)
+    return [
+        Layer(f"{p}.input", p, "tokens", index, "input", hook="input", transform=_tokens, token_layout=stage),
+        Layer(f"{p}.norm1", f"{p}.norm1", "tokens", index, "norm1", transform=_tokens, token_layout=stage),
+        Layer(f"{p}.attn_probs", f"{p}.attn.qkv", "attention", index, "attn_probs",
+              transform=window_attention_from_qkv(block.attn, mask), token_layout=in_window),
+        Layer(f"{p}.attn", f"{p}.drop_path1", "tokens", index, "attn", transform=_tokens, token_layout=stage),
+        Layer(f"{p}.attn_residual", f"{p}.norm2", "tokens", index, "attn_residual", hook="input", token_layout=stage),
+        Layer(f"{p}.norm2", f"{p}.norm2", "tokens", index, "norm2", token_layout=stage),
+        Layer(f"{p}.mlp_hidden", f"{p}.mlp.act", "tokens", index, "mlp_hidden", token_layout=stage),
+        Layer(f"{p}.mlp", f"{p}.drop_path2", "tokens", index, "mlp", token_layout=stage),
+        Layer(p, p, "tokens", index, transform=_tokens, token_layout=stage),
+    ]
+
+
 def residual_unit_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
     """Roles of a residual unit: its convs and norms, shortcut, branch (before the add), output.
 
@@ -130,7 +207,7 @@ def residual_unit_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
         layers.append(Layer(f"{path}.shortcut", f"{path}.{shortcut}", "feature_map", index, "shortcut", clone=True))
     else:  # identity shortcut: the unit's own input
         layers.append(Layer(f"{path}.shortcut", path, "feature_map", index, "shortcut", hook="input"))
-    branch = _first(unit, "drop_path", "se", "bn3", "conv3", "bn2")
+    branch = _first(unit, "drop_path", "se", "bn3", "conv3", "bn2", "layer")  # layer: transformers' ResNet
     if branch is None:
         raise ModelLoadError(f"{path} ({type(unit).__name__}): cannot find the end of its residual branch")
     layers.append(Layer(f"{path}.branch", f"{path}.{branch}", "feature_map", index, "branch", clone=True))
@@ -154,6 +231,10 @@ def describe(module: nn.Module, spec: str, preprocessing: Preprocessing, num_cla
         family = "vit"
         grid = module.image_size // module.patch_size
         layout = TokenLayout(1, (grid, grid), module.patch_size)
+    elif swin_blocks := [(path, unit) for path, unit in module.named_modules() if type(unit).__name__ == "SwinTransformerBlock"]:
+        input_size = preprocessing.input_size
+        layers = [layer for i, (path, block) in enumerate(swin_blocks) for layer in timm_swin_block_layers(path, block, i, input_size)]
+        family, layout = "swin", layers[0].token_layout
     else:
         units = [(path, unit) for path, unit in module.named_modules() if RESIDUAL_UNIT.search(type(unit).__name__)]
         if not units:
@@ -162,7 +243,7 @@ def describe(module: nn.Module, spec: str, preprocessing: Preprocessing, num_cla
                 "torchvision ViT `encoder.layers` and ResNet residual units."
             )
         layers = [layer for i, (path, unit) in enumerate(units) for layer in residual_unit_layers(path, unit, i)]
-        family, layout = "resnet", None
+        family, layout = ("convnext" if type(units[0][1]).__name__ == "ConvNeXtBlock" else "resnet"), None
     return Model(module, spec, family, tuple(layers), preprocessing, layout, num_classes)
 
 
