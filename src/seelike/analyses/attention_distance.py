@@ -22,7 +22,7 @@ from torch import Tensor
 from seelike.analyses import stream
 from seelike.data import ImageDataset
 from seelike.errors import InvalidInputError
-from seelike.models.model import Layer, Model
+from seelike.models.model import BLOCK_OUTPUT, Layer, Model
 from seelike.results import Result
 
 __all__ = [
@@ -92,6 +92,12 @@ def prefix_attention_mass(attn: Tensor, grid: tuple[int, int], num_prefix_tokens
     return _per_query(attn, grid, 1, num_prefix_tokens)[2].mean(dim=(0, 2))
 
 
+def _stack_heads(sums: list[Tensor]) -> Tensor:
+    """[blocks, 3, heads] from per-block [3, heads_b]; blocks with fewer heads (a Swin stage) padded with NaN."""
+    heads = max(term.shape[-1] for term in sums)
+    return torch.stack([torch.nn.functional.pad(term, (0, heads - term.shape[-1]), value=float("nan")) for term in sums])
+
+
 @dataclass(frozen=True)
 class AttentionDistanceResult(Result):
     """Arrays ``distance``, ``renormalised``, ``prefix_mass`` [blocks, heads] and ``blocks`` [blocks];
@@ -113,8 +119,9 @@ class AttentionDistanceResult(Result):
         return float(self.metadata["image_width"])
 
     def share_below(self, pixels: float) -> np.ndarray:
-        """Share of heads per block whose distance is below ``pixels`` [blocks]."""
-        return (self.distance < pixels).mean(axis=1)
+        """Share of heads per block whose distance is below ``pixels`` [blocks] (NaN-padded heads of a Swin stage not counted)."""
+        heads = (~np.isnan(self.distance)).sum(axis=1)
+        return (self.distance < pixels).sum(axis=1) / np.maximum(heads, 1)
 
 
 class AttentionDistance:
@@ -130,7 +137,7 @@ class AttentionDistance:
         layers = model.attention_layers()
         if not layers or model.token_layout is None:
             raise InvalidInputError(
-                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm or torchvision)"
+                f"{model.spec} has no attention layers, so attention distance does not apply: it needs a transformer (ViT, DeiT, DINOv2, CLIP, SigLIP, Swin ...)"
             )
         if blocks is not None:
             known = {layer.block for layer in layers}
@@ -141,8 +148,10 @@ class AttentionDistance:
         self.model = model
         self.layers: list[Layer] = layers
         self.layout = model.token_layout
-        self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU
-        self._rows = 0  # query rows (images × patches) summed per block
+        # each map's own geometry: the model's grid, or a window on its stage's grid (Swin)
+        self.layouts = [model.layout_of(layer) for layer in layers]
+        self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU (NaN beyond a block's heads)
+        self._rows = torch.zeros(len(layers), dtype=torch.float64)  # query rows (images × windows × patches) per block
         self.num_images = 0
 
     def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
@@ -153,22 +162,19 @@ class AttentionDistance:
 
     def update(self, activations: Mapping[str, Tensor]) -> None:
         """Add one batch: attention probabilities [B, H, T, T] of every tracked block."""
-        layout = self.layout
-        sums, heads, batch = [], set(), None
-        for layer in self.layers:
+        sums, rows = [], []
+        for layer, layout in zip(self.layers, self.layouts):
             attn = self._tensor(activations, layer)
             terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
-            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]))
-            heads.add(attn.shape[1])
-            batch = attn.shape[0]
-        if len(heads) != 1:
-            raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
-        state = torch.stack(sums).to("cpu", torch.float64)
+            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64))
+            rows.append(attn.shape[0] * layout.num_patches)  # attn.shape[0]: images, or images × windows
+        state = _stack_heads(sums)
         if self._sums is not None and self._sums.shape != state.shape:
             raise InvalidInputError(f"batch has {state.shape[-1]} heads, earlier batches {self._sums.shape[-1]}")
         self._sums = state if self._sums is None else self._sums + state
-        self._rows += batch * layout.num_patches
-        self.num_images += batch
+        self._rows += torch.tensor(rows, dtype=torch.float64)
+        first = self.layers[0]  # images: rows of the first map over its stage's patches (maps may be per window)
+        self.num_images += rows[0] // self.model.layout_of(self.model.role(first.block, BLOCK_OUTPUT)).num_patches
 
     def merge(self, other: AttentionDistance) -> None:
         """Add another accumulator's sums (same model and blocks: another shard or rank)."""
@@ -183,13 +189,15 @@ class AttentionDistance:
     def result(self, metadata: Mapping[str, Any] | None = None) -> AttentionDistanceResult:
         if self._sums is None:
             raise InvalidInputError("AttentionDistance.result() needs at least one update(); no batch has been seen")
-        means = (self._sums / self._rows).numpy()
+        means = (self._sums / self._rows[:, None, None]).numpy()
         layout = self.layout
         arrays = {
             "distance": means[:, 0],
             "renormalised": means[:, 1],
             "prefix_mass": means[:, 2],
             "blocks": np.array([layer.block for layer in self.layers]),
+            "block_patch_size": np.array([block_layout.patch_size for block_layout in self.layouts]),
+            "block_uniform_distance": np.array([uniform_attention_distance(l.grid, l.patch_size) for l in self.layouts]),
         }
         computed = {
             "model": self.model.name,

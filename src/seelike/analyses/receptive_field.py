@@ -50,7 +50,7 @@ def centre_position(model: Model, layer: Layer, shape: Sequence[int]) -> tuple[i
     """
     height, width = model.preprocessing.input_size[1:]
     if layer.kind == "tokens" and len(shape) == 3:
-        layout = model.token_layout
+        layout = model.layout_of(layer)  # a hierarchical model's stage grid, else the model's
         if layout is None:
             raise InvalidInputError(f"{model.spec}: layer {layer.name!r} holds tokens but the model has no token layout")
         row, column = layout.grid[0] // 2, layout.grid[1] // 2
@@ -109,6 +109,7 @@ def receptive_field_maps(
 
     def store(layer: Layer, tensor: Any) -> None:
         tensor = tensor if isinstance(tensor, Tensor) else tensor[0]
+        tensor = layer.transform(tensor) if layer.transform is not None else tensor  # e.g. timm Swin's [B, H, W, C] as tokens
         index, pixel = centre_position(model, layer, tensor.shape)
         centre = tensor[:, index] if isinstance(index, int) else tensor[:, :, index[0], index[1]]
         centres[layer.name] = centre.clone()  # a copy: the model may later change the tensor in place
@@ -123,7 +124,9 @@ def receptive_field_maps(
             if layer.hook == "output":
                 handles.append(module.register_forward_hook(lambda m, i, o, layer=layer: store(layer, o)))
             else:
-                handles.append(module.register_forward_pre_hook(lambda m, i, layer=layer: store(layer, i[0])))
+                handles.append(module.register_forward_pre_hook(
+                    lambda m, i, kw, layer=layer: store(layer, i[0] if i else next(v for v in kw.values() if isinstance(v, Tensor))),
+                    with_kwargs=True))
         with torch.inference_mode(False), torch.enable_grad():
             x = model.preprocess(images.to(model.device)).detach().requires_grad_(True)
             model.module(x)

@@ -132,7 +132,8 @@ class SkipNorms:
                 equal.append([False, False])
             rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
-        state = torch.stack(rows).cpu()
+        tokens = max(row.shape[-1] for row in rows)  # a hierarchical model (Swin) has fewer tokens in later stages: NaN-padded
+        state = torch.stack([torch.nn.functional.pad(row, (0, tokens - row.shape[-1]), value=float("nan")) for row in rows]).cpu()
         if self._sums is not None and self._sums.shape != state.shape:
             raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
         self._sums = state if self._sums is None else self._sums + state
@@ -174,7 +175,7 @@ class SkipNorms:
             for index, branch in enumerate(BRANCHES):
                 per_token = means[:, index]
                 arrays[f"{branch}_per_token"] = per_token
-                arrays[f"{branch}_spatial"] = per_token[:, prefix:].mean(axis=1)
+                arrays[f"{branch}_spatial"] = np.nanmean(per_token[:, prefix:], axis=1)
                 if prefix:
                     arrays[f"{branch}_cls"] = per_token[:, 0]
             no_skip = {branch: blocks[removed[:, i]].tolist() for i, branch in enumerate(BRANCHES)}

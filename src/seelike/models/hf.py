@@ -67,6 +67,8 @@ def load_hf(spec: str, name: str, options: dict[str, str], random_init: bool = F
     if options:
         raise ModelLoadError(f"{spec}: unknown option(s) {sorted(options)}; hf: specs take init=random, seed=N and revision=REV")
     where = {"revision": revision} if revision else {}
+    progress = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars from library code
     try:
         config = transformers.AutoConfig.from_pretrained(name, **where)
         if random_init:
@@ -82,8 +84,29 @@ def load_hf(spec: str, name: str, options: dict[str, str], random_init: bool = F
             "a folder needs config.json, the weights and preprocessor_config.json as save_pretrained writes them "
             "(save the image processor too: AutoImageProcessor...save_pretrained(folder))."
         ) from error
+    finally:
+        if progress:
+            transformers.utils.logging.enable_progress_bar()
     module = vision_tower(module).float().eval()
-    return describe_hf(module, spec, hf_preprocessing(processor, module.config))
+    preprocessing = hf_preprocessing(processor, module.config)
+    _warm_position_index_cache(module, preprocessing)
+    return describe_hf(module, spec, preprocessing)
+
+
+def _warm_position_index_cache(module: nn.Module, preprocessing: Preprocessing) -> None:
+    """BEiT caches its relative position index (an LRU cache keyed by the grid). Filled first under
+    ``torch.inference_mode`` (capture), the cached tensor could never enter autograd (the ERF):
+    fill it here, outside inference mode, for the input size seelike feeds."""
+    patch = getattr(module.config, "patch_size", None)
+    if patch is None:
+        return
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    grid = (preprocessing.input_size[1] // patch, preprocessing.input_size[2] // patch)
+    with torch.inference_mode(False):
+        for submodule in module.modules():
+            generate = getattr(type(submodule), "generate_relative_position_index", None)
+            if callable(generate):
+                generate(grid)
 
 
 def vision_tower(module: nn.Module) -> nn.Module:

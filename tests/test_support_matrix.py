@@ -1,0 +1,132 @@
+"""The support matrix (issue 17): every family × every analysis command, end to end.
+
+Each family of ``support_matrix.FAMILIES`` is built at random init from an in-code config (no
+download; Hugging Face ones through ``save_pretrained`` and the ``hf:PATH`` loader), its roles and
+token layout are checked, then every analysis command runs on a few synthetic images: where the
+matrix says ✔ it must succeed with a result of the expected shape, where it says n/a it must fail
+with a one-line message. The README's table is written from the same data and checked here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from support_matrix import ANALYSES, FAMILIES, Family, family_id, markdown_table, replace_table
+from typer.testing import CliRunner
+
+from seelike import load_result
+from seelike.capture import Capture
+from seelike.cli import app
+from seelike.models import load_model
+
+DATA = ["--data", "synthetic:n=48,size=32,channels=3,classes=4,seed=0"]
+CNN = "timm:resnet10t?pretrained_cfg_overlay={\"input_size\":[3,32,32]}"  # the CNN side of `seelike heads`
+PRENORM_ROLES = {"input", "norm1", "attn", "attn_residual", "norm2", "mlp", "output"}
+ATTENTION_ROLES = {"attn_probs"}
+RESIDUAL_ROLES = {"input", "shortcut", "branch", "output"}
+
+
+def _with(spec: str, query: str) -> str:
+    return f"{spec}{'&' if '?' in spec else '?'}{query}"
+
+
+def _commands(spec: str) -> dict[str, list[str]]:
+    return {
+        "cka": ["cka", spec, "--n", "16", "--batch-size", "8"],
+        "attention": ["attention", spec, "--n", "8", "--batch-size", "8"],
+        "heads": ["heads", spec, CNN, "--n", "16", "--batch-size", "8"],
+        "erf": ["erf", spec, "--n", "4", "--batch-size", "4", "--channels", "sum"],
+        "skips": ["skips", spec, "--n", "8", "--batch-size", "8"],
+        "localize": ["localize", spec, "--n", "16", "--batch-size", "8"],
+        "probe": ["probe", spec, "--n-train", "24", "--n-test", "16", "--shots", "2", "--samples", "1", "--batch-size", "8"],
+        "datascale": ["datascale", spec, _with(spec, "init=random&seed=1"), "--baseline", _with(spec, "init=random&seed=2"),
+                      "--n", "16", "--batch-size", "8"],
+    }
+
+
+def _check_result(analysis: str, out: Path, blocks: int, attention_blocks: int, input_size: tuple[int, int, int]) -> None:
+    """The result of ``analysis`` has one entry per block (or per attention block) of the model."""
+    result = load_result(out)
+    if analysis == "cka":
+        assert result.matrix.shape == (blocks, blocks)
+        assert np.allclose(np.diag(result.matrix), 1.0, atol=1e-6)
+    elif analysis == "attention":
+        assert result.distance.shape[0] == attention_blocks
+        assert np.isfinite(result.distance[:, 0]).all() and (result.distance[:, 0] >= 0).all()
+    elif analysis == "heads":
+        assert result.cka.ndim == 2 and np.isfinite(result.cka).all()
+    elif analysis == "erf":
+        assert result.maps.shape == (blocks, *input_size[1:])
+    elif analysis == "skips":
+        assert len(result.blocks) == blocks
+    elif analysis == "localize":
+        assert len(result.layers) == min(2, blocks)
+    elif analysis == "probe":
+        assert len(result.blocks) == blocks
+    elif analysis == "datascale":
+        assert result["per_block_cka"].shape == (1, blocks)
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=family_id)
+def test_family_runs_every_applicable_analysis(family: Family, tmp_path: Path) -> None:
+    if family.loader == "hf":
+        pytest.importorskip("transformers")
+    spec = family.build(tmp_path / "model")
+    model = load_model(spec)
+
+    # roles: every block has the timm vocabulary (pre-norm blocks) or the residual-unit one (CNNs)
+    attention_blocks = len(model.attention_layers())
+    for block in range(model.num_blocks):
+        roles = {layer.role for layer in model.layers if layer.block == block}
+        expected = RESIDUAL_ROLES if "attention" not in family.applies else PRENORM_ROLES | ATTENTION_ROLES
+        assert expected <= roles, f"block {block} of {spec} lacks roles {expected - roles}"
+        assert ("heads" in roles) == ("heads" in family.applies)
+    assert (attention_blocks > 0) == ("attention" in family.applies)
+
+    # shapes: one forward pass, layers in the order the forward pass ran them
+    images = torch.rand(2, 3, 32, 32)
+    with Capture(model, model.layers) as capture:
+        tensors = capture(images)
+    assert list(tensors) == [layer.name for layer in model.layers]
+    for layer in model.layers:
+        tensor, layout = tensors[layer.name], model.layout_of(layer)
+        if layer.kind == "tokens":
+            assert tensor.shape[1] == layout.num_prefix_tokens + layout.num_patches, layer.name
+        elif layer.kind == "attention":
+            heads_tokens = layout.num_prefix_tokens + layout.num_patches
+            assert tensor.shape[-2:] == (heads_tokens, heads_tokens)
+            assert torch.allclose(tensor.sum(-1), torch.ones(()), atol=1e-5)
+        elif layer.kind == "feature_map":
+            assert tensor.ndim == 4
+
+    runner = CliRunner()
+    for analysis, arguments in _commands(spec).items():
+        out = tmp_path / analysis
+        run = runner.invoke(app, [*arguments, *DATA, "--out", str(out)])
+        if analysis in family.applies:
+            assert run.exit_code == 0, f"{analysis} on {family_id(family)}:\n{run.output}"
+            _check_result(analysis, out, model.num_blocks, attention_blocks, model.preprocessing.input_size)
+        else:
+            assert run.exit_code == 2, f"{analysis} should not apply to {family_id(family)}:\n{run.output}"
+            message = " ".join(run.output.split())  # rich wraps long lines at the terminal width
+            assert message.startswith("error:") and len(re.findall(r"error:", message)) == 1, message
+            assert "apply" in message or "needs" in message, message
+
+
+def test_readme_table_is_generated_from_the_matrix() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "the README's support matrix is stale: run `python tests/support_matrix.py --write README.md`"
+    assert replace_table(readme) == readme
+
+
+def test_matrix_covers_every_family_of_issue_17() -> None:
+    names = {(family.loader, family.name.split(" ")[0]) for family in FAMILIES}
+    for loader, name in [("hf", "ViT"), ("hf", "DeiT"), ("hf", "BEiT"), ("hf", "DINOv2"), ("hf", "CLIP"), ("hf", "SigLIP"),
+                         ("hf", "ResNet"), ("hf", "ConvNeXt"), ("hf", "Swin"), ("timm", "Swin"), ("timm", "ConvNeXt"),
+                         ("timm", "DeiT"), ("timm", "CLIP")]:
+        assert (loader, name) in names
+    assert set(ANALYSES) >= {"cka", "attention", "erf", "skips", "localize", "probe"}
