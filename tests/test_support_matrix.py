@@ -130,3 +130,25 @@ def test_matrix_covers_every_family_of_issue_17() -> None:
                          ("timm", "DeiT"), ("timm", "CLIP")]:
         assert (loader, name) in names
     assert set(ANALYSES) >= {"cka", "attention", "erf", "skips", "localize", "probe"}
+
+
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "eva_giant_patch14_224"])
+def test_timm_eva_attention_maps_match_its_own_softmax(name):
+    """EVA-02 rotates q and k (rotary embedding) and EVA keeps separate q/v biases: the recomputed
+    maps must equal the ones its unfused attention computes."""
+    model = load_model(f"timm:{name}?img_size=28&patch_size=7&depth=2&embed_dim=32&num_heads=2&seed=1")
+    modules = dict(model.module.named_modules())
+    reference: list[torch.Tensor] = []
+    for layer in model.attention_layers():
+        attn = modules[layer.module]
+        with torch.no_grad():
+            for bias in (attn.q_bias, attn.v_bias):
+                if bias is not None:
+                    bias.normal_()
+        attn.fused_attn = False  # the softmax runs in Python, where attn_drop sees it
+        attn.attn_drop.register_forward_hook(lambda module, inputs, output: reference.append(output))
+    with Capture(model, model.attention_layers()) as capture:
+        maps = list(capture(torch.rand(2, 3, 28, 28)).values())
+    assert len(maps) == len(reference) == 2
+    for ours, theirs in zip(maps, reference):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)

@@ -45,6 +45,44 @@ def attention_probabilities(q: Tensor, k: Tensor, scale: float, bias: Tensor | N
     return scores.float().softmax(dim=-1)
 
 
+def remember_keyword(attn: nn.Module, name: str) -> Callable[[], Tensor | None]:
+    """Keep the tensor a block passes to ``attn`` as keyword ``name`` (EVA's rotary embedding), as below."""
+    state: dict[str, Tensor | None] = {name: None}
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        state[name] = kwargs.get(name)
+
+    attn.register_forward_pre_hook(hook, with_kwargs=True)
+    return lambda: state[name]
+
+
+def eva_attention(attn: nn.Module, rope: Callable[[], Tensor | None], mask: Callable[[], Tensor | None]) -> Callable[[Tensor], Tensor]:
+    """timm ``EvaAttention`` (EVA, EVA-02): q and k as its forward makes them (fused or separate
+    projections, separate q/v biases, q/k norms, rotary embedding of the patch tokens), from its input [B, T, D]."""
+    from timm.layers import apply_rot_embed_cat
+
+    def probabilities(x: Tensor) -> Tensor:
+        batch, tokens, _ = x.shape
+        if attn.qkv is not None:
+            bias = None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            qkv = torch.nn.functional.linear(x, attn.qkv.weight, bias if not attn.qkv_bias_separate else None)
+            if bias is not None and attn.qkv_bias_separate:
+                qkv = qkv + attn.qkv.bias + bias if attn.qkv.bias is not None else qkv + bias
+            q, k, _ = qkv.reshape(batch, tokens, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q = attn.q_proj(x).reshape(batch, tokens, attn.num_heads, -1).transpose(1, 2)
+            k = attn.k_proj(x).reshape(batch, tokens, attn.num_heads, -1).transpose(1, 2)
+        q, k = attn.q_norm(q), attn.k_norm(k)
+        embedding = rope()
+        if embedding is not None:
+            prefix, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
+            q = torch.cat([q[:, :, :prefix], apply_rot_embed_cat(q[:, :, prefix:], embedding, half=half)], dim=2)
+            k = torch.cat([k[:, :, :prefix], apply_rot_embed_cat(k[:, :, prefix:], embedding, half=half)], dim=2)
+        return attention_probabilities(q, k, attn.scale, None, mask())
+
+    return probabilities
+
+
 def remember_attention_mask(attn: nn.Module) -> Callable[[], Tensor | None]:
     """Keep the additive mask a block passes to ``attn`` (second argument, or ``attention_mask`` / ``mask``).
 
@@ -107,13 +145,20 @@ def prenorm_block_layers(prefix: str, block: nn.Module, index: int) -> list[Laye
         raise ModelLoadError(f"{p} ({type(block).__name__}) is not a pre-norm block seelike knows")
     attention_branch = "ls1" if _first(block, "ls1") else mixing
     mlp_branch = "ls2" if _first(block, "ls2") else mlp
+    if hasattr(block, "gamma_1") and _first(block, "drop_path1") and _first(block, "drop_path2"):
+        attention_branch, mlp_branch = "drop_path1", "drop_path2"  # EVA: layer scale is a parameter, applied before drop_path
     mlp_module = getattr(block, mlp)
     layers = [
         Layer(f"{p}.input", p, "tokens", index, "input", hook="input"),
         Layer(f"{p}.norm1", f"{p}.norm1", "tokens", index, "norm1"),
     ]
     attn = getattr(block, mixing)
-    if hasattr(attn, "qkv") and hasattr(attn, "num_heads"):
+    if type(attn).__name__ == "EvaAttention":  # rotary embeddings: recomputed as its forward does
+        probabilities = eva_attention(attn, remember_keyword(attn, "rope"), remember_attention_mask(attn))
+        layers.append(Layer(f"{p}.attn_probs", f"{p}.{mixing}", "attention", index, "attn_probs", hook="input", transform=probabilities))
+        layers.append(Layer(f"{p}.heads", f"{p}.{mixing}.proj", "heads", index, "heads", hook="input"))
+        layers.append(Layer(f"{p}.attn", f"{p}.{attention_branch}", "tokens", index, "attn"))
+    elif hasattr(attn, "qkv") and hasattr(attn, "num_heads"):
         layers.append(Layer(f"{p}.attn_probs", f"{p}.{mixing}.qkv", "attention", index, "attn_probs", transform=attention_from_qkv(attn)))
         layers.append(Layer(f"{p}.heads", f"{p}.{mixing}.proj", "heads", index, "heads", hook="input"))
         layers.append(Layer(f"{p}.attn", f"{p}.{attention_branch}", "tokens", index, "attn"))
