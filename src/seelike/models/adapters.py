@@ -6,10 +6,15 @@ families the paper studies:
 
 * pre-norm blocks in a ``blocks`` list (seelike's ViT and Mixer, timm ViT / DeiT / Mixer),
 * torchvision's ``encoder.layers`` ViT blocks,
-* residual units (seelike's, timm's and torchvision's ResNets, timm's ResNetV2 / BiT).
+* residual units (seelike's, timm's and torchvision's ResNets, timm's ResNetV2 / BiT and ConvNeXt,
+  transformers' ResNet and ConvNeXt),
+* timm's Swin blocks (tokens on each stage's grid, attention within windows: ``Layer.token_layout``).
 
-Attention probabilities are recomputed from the block's own query/key projection in a hook, so
-fused attention kernels stay on and the model's outputs do not change.
+transformers' ViT-like models and Swin are described in ``hf.py``, with the helpers here.
+
+Attention probabilities are recomputed from the block's own query/key projection in a hook (with
+the position bias, shifted-window mask or rotary embedding the block passes, kept by a pre-hook),
+so fused attention kernels stay on and the model's outputs do not change.
 """
 
 from __future__ import annotations
