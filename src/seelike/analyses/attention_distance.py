@@ -137,7 +137,7 @@ class AttentionDistance:
         layers = model.attention_layers()
         if not layers or model.token_layout is None:
             raise InvalidInputError(
-                f"{model.spec} has no attention layers, so attention distance does not apply: it needs a transformer (ViT, DeiT, DINOv2, CLIP, SigLIP, Swin ...)"
+                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm, torchvision or hf; Swin too): it does not apply to CNNs"
             )
         if blocks is not None:
             known = {layer.block for layer in layers}

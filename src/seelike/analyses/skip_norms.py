@@ -105,6 +105,7 @@ class SkipNorms:
                     "use a model that keeps at least one skip (e.g. seelike:vit, or no_attention_skip=[i] for one block)."
                 )
         self._sums: Tensor | None = None  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
+        self._tokens: list[int] = []  # tokens per block (fewer in a Swin's later stages; the rest of T is NaN)
         self._equal_batches = np.zeros((len(self.blocks), 2), dtype=np.int64)  # batches where residual == branch
         self._zero_branch = np.zeros((len(self.blocks), 2), dtype=np.int64)  # images whose branch norm is 0
         self.num_images = 0
@@ -132,7 +133,8 @@ class SkipNorms:
                 equal.append([False, False])
             rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
-        tokens = max(row.shape[-1] for row in rows)  # a hierarchical model (Swin) has fewer tokens in later stages: NaN-padded
+        self._tokens = [row.shape[-1] for row in rows]  # a hierarchical model (Swin) has fewer tokens in later stages: NaN-padded
+        tokens = max(self._tokens)
         state = torch.stack([torch.nn.functional.pad(row, (0, tokens - row.shape[-1]), value=float("nan")) for row in rows]).cpu()
         if self._sums is not None and self._sums.shape != state.shape:
             raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
@@ -149,6 +151,7 @@ class SkipNorms:
         if other._sums is None:
             return
         self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
+        self._tokens = self._tokens or list(other._tokens)
         self._equal_batches += other._equal_batches
         self._zero_branch += other._zero_branch
         self.num_images += other.num_images
@@ -175,7 +178,7 @@ class SkipNorms:
             for index, branch in enumerate(BRANCHES):
                 per_token = means[:, index]
                 arrays[f"{branch}_per_token"] = per_token
-                arrays[f"{branch}_spatial"] = np.nanmean(per_token[:, prefix:], axis=1)
+                arrays[f"{branch}_spatial"] = np.array([row[prefix:count].mean() for row, count in zip(per_token, self._tokens)])
                 if prefix:
                     arrays[f"{branch}_cls"] = per_token[:, 0]
             no_skip = {branch: blocks[removed[:, i]].tolist() for i, branch in enumerate(BRANCHES)}
