@@ -31,6 +31,12 @@ def test_without_transformers_an_hf_spec_says_how_to_install(monkeypatch):
         load_model("hf:google/vit-base-patch16-224")
 
 
+def test_transformers_4_is_refused_with_the_version_to_install(monkeypatch):
+    monkeypatch.setattr(transformers, "__version__", "4.46.0")
+    with pytest.raises(ModelLoadError, match=r"transformers>=5"):
+        load_model("hf:google/vit-base-patch16-224")
+
+
 def test_a_folder_without_a_model_is_refused_with_what_to_save(tmp_path):
     with pytest.raises(ModelLoadError, match="preprocessor_config.json"):
         load_model(f"hf:{tmp_path}")

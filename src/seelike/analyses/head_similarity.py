@@ -105,7 +105,7 @@ def head_similarity(
     if heads_layer is None:
         raise InvalidInputError(
             f"{vit.spec} exposes no per-head outputs (role 'heads') in block {block}; head similarity needs a ViT whose "
-            "attention output projection seelike can read (own or timm)"
+            "attention output projection seelike can read (own, timm or hf); it does not apply to CNNs or to Swin, whose heads see windows"
         )
     if window is not None and window < 1:
         raise InvalidInputError(f"window size must be at least 1 head, got {window}")

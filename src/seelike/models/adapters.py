@@ -252,6 +252,9 @@ def residual_unit_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
     for name, child in unit.named_children():
         if isinstance(child, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)) and name not in ("downsample", "shortcut"):
             layers.append(Layer(f"{path}.{name}", f"{path}.{name}", "feature_map", index, name, clone=True))
+    stack = getattr(unit, "layer", None)  # transformers' ResNet: conv + norm + activation units in a Sequential
+    if isinstance(stack, nn.Sequential):
+        layers += [Layer(f"{path}.layer.{i}", f"{path}.layer.{i}", "feature_map", index, f"layer.{i}", clone=True) for i in range(len(stack))]
     shortcut = _first(unit, "downsample", "shortcut")
     if shortcut:
         layers.append(Layer(f"{path}.shortcut", f"{path}.{shortcut}", "feature_map", index, "shortcut", clone=True))

@@ -57,6 +57,10 @@ def import_transformers() -> Any:
         import transformers
     except ImportError as error:
         raise ModelLoadError(INSTALL_HINT) from error
+    major = int(transformers.__version__.split(".")[0])
+    if major < 5:
+        raise ModelLoadError(f"seelike reads the module layout of transformers 5 (q_proj / k_proj attention); this is transformers "
+                             f"{transformers.__version__}: pip install -U 'transformers>=5'")
     return transformers
 
 
