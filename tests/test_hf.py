@@ -31,15 +31,32 @@ def test_without_transformers_an_hf_spec_says_how_to_install(monkeypatch):
         load_model("hf:google/vit-base-patch16-224")
 
 
-def test_transformers_4_is_refused_with_the_version_to_install(monkeypatch):
-    monkeypatch.setattr(transformers, "__version__", "4.46.0")
+def test_transformers_4_is_refused_with_the_version_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.46.0")  # the module loaded now (tests may reload it)
     with pytest.raises(ModelLoadError, match=r"transformers>=5"):
-        load_model("hf:google/vit-base-patch16-224")
+        load_model(f"hf:{tmp_path}")
 
 
 def test_a_folder_without_a_model_is_refused_with_what_to_save(tmp_path):
     with pytest.raises(ModelLoadError, match="preprocessor_config.json"):
         load_model(f"hf:{tmp_path}")
+
+
+def test_a_classification_checkpoint_loads_its_base_model_and_missing_block_weights_are_refused(tmp_path):
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                    intermediate_size=64, num_labels=5)
+    classifier = transformers.ViTForImageClassification(config).eval()
+    classifier.save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    model = load_model(f"hf:{tmp_path}")  # the pooler is missing from the checkpoint: unused, so accepted
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.module(images).last_hidden_state, classifier.vit(images).last_hidden_state)
+    state = {k: v for k, v in classifier.state_dict().items() if "layers.1.mlp" not in k}
+    classifier.save_pretrained(tmp_path / "partial", state_dict=state)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "partial")
+    with pytest.raises(ModelLoadError, match=r"lacks 4 weights of the vision model \(layers.1.mlp"):
+        load_model(f"hf:{tmp_path / 'partial'}")
 
 
 def test_unknown_options_are_refused(tmp_path):

@@ -23,6 +23,7 @@ attention (SDPA) and its outputs do not change.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -71,15 +72,19 @@ def load_hf(spec: str, name: str, options: dict[str, str], random_init: bool = F
     if options:
         raise ModelLoadError(f"{spec}: unknown option(s) {sorted(options)}; hf: specs take init=random, seed=N and revision=REV")
     where = {"revision": revision} if revision else {}
-    progress = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars from library code
+    logging = transformers.utils.logging
+    progress, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
+    logging.disable_progress_bar()  # no "Loading weights" bars from library code,
+    logging.set_verbosity_error()  # nor its load report: missing weights are checked below
+    missing: list[str] = []
     try:
         config = transformers.AutoConfig.from_pretrained(name, **where)
         if random_init:
             torch.manual_seed(seed)
             module = transformers.AutoModel.from_config(config)
         else:
-            module = transformers.AutoModel.from_pretrained(name, dtype=torch.float32, **where)
+            module, info = transformers.AutoModel.from_pretrained(name, dtype=torch.float32, output_loading_info=True, **where)
+            missing = list(info.get("missing_keys", []))
         processor = transformers.AutoImageProcessor.from_pretrained(name, **where)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(
@@ -89,9 +94,18 @@ def load_hf(spec: str, name: str, options: dict[str, str], random_init: bool = F
             "(save the image processor too: AutoImageProcessor...save_pretrained(folder))."
         ) from error
     finally:
+        logging.set_verbosity(verbosity)
         if progress:
-            transformers.utils.logging.enable_progress_bar()
-    module = vision_tower(module).float().eval()
+            logging.enable_progress_bar()
+    tower = vision_tower(module)
+    prefix = next((f"{name}." for name, child in module.named_children() if child is tower), "")
+    missing = [key for key in missing if key.startswith(prefix) and not re.match(r"(pooler|head)\b", key.removeprefix(prefix))]
+    if missing:
+        raise ModelLoadError(
+            f"{spec}: the checkpoint lacks {len(missing)} weights of the vision model ({', '.join(missing[:4])}"
+            f"{' ...' if len(missing) > 4 else ''}); they would be random. Check the checkpoint, or add ?init=random for a random-init model."
+        )
+    module = tower.float().eval()
     preprocessing = hf_preprocessing(processor, module.config)
     _warm_position_index_cache(module, preprocessing)
     return describe_hf(module, spec, preprocessing)
