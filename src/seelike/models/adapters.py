@@ -89,7 +89,7 @@ def eva_attention(attn: nn.Module, rope: Callable[[], Tensor | None], mask: Call
 
 
 def remember_attention_mask(attn: nn.Module) -> Callable[[], Tensor | None]:
-    """Keep the additive mask a block passes to ``attn`` (second argument, or ``attention_mask`` / ``mask``).
+    """Keep the additive mask a block passes to ``attn`` (second argument, or ``attention_mask`` / ``attn_mask`` / ``mask``).
 
     A persistent pre-hook on ``attn``: registered when the model is described, it runs before any
     capture hook on the same module, so a transform recomputing attention sees this pass's mask.
@@ -97,7 +97,7 @@ def remember_attention_mask(attn: nn.Module) -> Callable[[], Tensor | None]:
     state: dict[str, Tensor | None] = {"mask": None}
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = kwargs.get("attention_mask", kwargs.get("mask"))
+        mask = next((kwargs[key] for key in ("attention_mask", "attn_mask", "mask") if kwargs.get(key) is not None), None)
         state["mask"] = args[1] if mask is None and len(args) > 1 and isinstance(args[1], Tensor) else mask
 
     attn.register_forward_pre_hook(hook, with_kwargs=True)

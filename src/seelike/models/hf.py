@@ -98,7 +98,7 @@ def load_hf(spec: str, name: str, options: dict[str, str], random_init: bool = F
         if progress:
             logging.enable_progress_bar()
     tower = vision_tower(module)
-    prefix = next((f"{name}." for name, child in module.named_children() if child is tower), "")
+    prefix = next((f"{attribute}." for attribute, child in module.named_children() if child is tower), "")
     missing = [key for key in missing if key.startswith(prefix) and not re.match(r"(pooler|head)\b", key.removeprefix(prefix))]
     if missing:
         raise ModelLoadError(
