@@ -18,9 +18,9 @@ from seelike.analyses.localization import (
     pixel_cells,
     spatial_localization,
 )
-from seelike.capture import Capture
 from seelike.cli import app
-from seelike.data import iterate_batches, load_dataset
+from seelike.data import load_dataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
@@ -107,19 +107,11 @@ def test_cnn_path_compares_feature_map_positions_with_cells_of_their_grid(datase
     assert result.heatmap("stages.1.0", (13, 0)).shape == (14, 14) and result.positions(0) == [(0, 0), (0, 7), (7, 7)]
 
 
-def test_layers_of_different_grids_are_padded_and_merge_equals_one_pass(dataset):
+def test_layers_of_different_grids_are_padded(dataset):
     model = load_model("seelike:resnet?widths=[4,8]&units_per_stage=[1,1]")
-    whole, first, second = (Localization(model) for _ in range(3))  # default: the last two units
-    assert whole.grids == [(28, 28), (14, 14)]
-    with Capture(model, whole.layers) as capture:
-        for index, (images, _, _) in enumerate(iterate_batches(dataset, 8, n=16)):
-            inputs = model.preprocess(images)
-            activations = capture(inputs, preprocess=False)
-            whole.update(activations, inputs)
-            (first if index else second).update(activations, inputs)
-    first.merge(second)
-    merged, one_pass = first.result(), whole.result()
-    np.testing.assert_allclose(merged["cka"], one_pass["cka"], rtol=1e-10)
+    accumulator = Localization(model)  # default: the last two units
+    assert accumulator.grids == [(28, 28), (14, 14)]
+    one_pass = run([accumulator], dataset, n=16, batch_size=8)[0]
     assert np.isfinite(one_pass["cka"][0]).all() and np.isfinite(one_pass["cka"][1, :196, :196]).all()
     assert np.isnan(one_pass["cka"][1, 196:]).all() and np.isnan(one_pass["cka"][1, :, 196:]).all()
 

@@ -15,7 +15,7 @@ from seelike.analyses.receptive_field import (
 )
 from seelike.cli import app
 from seelike.data import load_dataset
-from seelike.errors import InvalidInputError
+from seelike.errors import SeelikeError
 from seelike.models import load_model
 from seelike.models.model import Layer, Model, Preprocessing
 from seelike.results import load_result
@@ -109,7 +109,7 @@ def test_a_failing_layer_leaves_no_hook(data):
     good = Layer("out", "", "feature_map", block=0, role="output")
     bad = Layer("gone", "missing", "feature_map", block=1, role="output")
     model = Model(conv, "test:conv", "cnn", (good, bad), Preprocessing((1, 28, 28), (0.0,), (1.0,)))
-    with pytest.raises(InvalidInputError, match="does not exist"):
+    with pytest.raises(SeelikeError, match="does not exist"):
         effective_receptive_fields(model, data, n=4)
     assert not conv._forward_hooks
 

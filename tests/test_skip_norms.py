@@ -80,19 +80,6 @@ def test_cls_and_spatial_lines_are_kept_apart(dataset):
     np.testing.assert_allclose(gap["attention_spatial"], gap["attention_per_token"].mean(axis=1))
 
 
-def test_merge_equals_one_pass(dataset, vit):
-    whole, first, second = SkipNorms(vit), SkipNorms(vit), SkipNorms(vit)
-    with Capture(vit, whole.layers) as capture:
-        for index, (images, _, _) in enumerate(iterate_batches(dataset, 16, n=64)):
-            activations = capture(images)
-            whole.update(activations)
-            (first if index % 2 else second).update(activations)
-    first.merge(second)
-    merged, one_pass = first.result(), whole.result()
-    for key in one_pass.arrays:
-        np.testing.assert_allclose(merged[key], one_pass[key], rtol=1e-12)
-    assert merged.metadata["n"] == 64
-
 
 def test_removed_skips_are_nan_and_named(dataset):
     model = load_model(VIT + "&no_attention_skip=[1]&no_mlp_skip=[2]")

@@ -4,7 +4,10 @@
 ``finally`` on exit, also when the forward pass raises. Each call runs one forward pass
 under ``torch.inference_mode`` and returns ``{layer name: tensor}`` in the order the layers
 ran; nothing is kept after the call. A module that runs twice in one forward pass (a shared
-block) is refused: its calls could not be told apart.
+block) is refused: its calls could not be told apart. ``grad=True`` runs the forward pass with
+autograd on instead, so the tensors returned can be differentiated with respect to an input that
+requires grad (effective receptive fields). ``reduce(layer, tensor)`` turns each tensor into what is
+kept as its hook fires (e.g. its Gram), so memory does not grow with the number of layers read.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -32,8 +35,11 @@ class Capture:
     ...     activations = capture(images)   # {"blocks.0": tensor, ...}
     """
 
-    def __init__(self, model: Model, layers: Sequence[Layer | str]) -> None:
+    def __init__(self, model: Model, layers: Sequence[Layer | str], grad: bool = False,
+                 reduce: Callable[[str, Tensor], Any] | None = None) -> None:
         self.model = model
+        self.grad = grad
+        self.reduce = reduce  # applied as each hook fires: keep what the analyses need, drop the activation
         self.layers = [model.layer(layer) if isinstance(layer, str) else layer for layer in layers]
         if not self.layers:
             raise InvalidInputError(f"no layers to capture from {model.spec}")
@@ -81,7 +87,8 @@ class Capture:
                     f"(a shared block), so layer {layer.name!r} is ambiguous; pick a layer that runs once."
                 )
             value = layer.transform(tensor) if layer.transform is not None else tensor
-            self._tensors[layer.name] = value.clone() if layer.clone and layer.transform is None else value
+            value = value.clone() if layer.clone and layer.transform is None else value
+            self._tensors[layer.name] = value if self.reduce is None else self.reduce(layer.name, value)
 
     def _output_hook(self, layers: list[Layer]):
         def hook(module: torch.nn.Module, inputs: Any, output: Any) -> None:
@@ -105,7 +112,7 @@ class Capture:
         images = images.to(device, non_blocking=True)
         self._tensors = {}
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(not self.grad), torch.set_grad_enabled(self.grad):
                 self.model.module(self.model.preprocess(images) if preprocess else images)
             missing = [layer.name for layer in self.layers if layer.name not in self._tensors]
             if missing:

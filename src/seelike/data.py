@@ -326,7 +326,7 @@ class BatchIterator:
         for size in self.sizes:
             indices = self.order[start : start + size]
             start += size
-            yield (*_fetch(self.dataset, indices), indices)
+            yield (*fetch(self.dataset, indices), indices)
 
 
 def iterate_batches(
@@ -459,7 +459,8 @@ def _batch_sizes(total: int, batch_size: int, min_batch: int) -> list[int]:
     return sizes
 
 
-def _fetch(dataset: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+def fetch(dataset: Dataset, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Images [b, C, H, W] and labels [b] of ``dataset`` at ``indices``."""
     if hasattr(dataset, "images") and hasattr(dataset, "labels"):
         return dataset.images(indices), torch.as_tensor(dataset.labels)[indices]
     items = [dataset[i] for i in indices.tolist()]

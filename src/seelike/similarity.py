@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seelike.analyses.base import SummedState
 from seelike.errors import InvalidInputError
 from seelike.results import Result
 
@@ -286,7 +287,7 @@ def _varies(x: Tensor, device: torch.device) -> Tensor | bool:
     return (x != x[:1]).any().to(device)  # no sync on accelerators
 
 
-class MinibatchCKA:
+class MinibatchCKA(SummedState):
     """Streaming minibatch CKA between every pair of named representations (§1; Nguyen, Raghu, Kornblith 2021).
 
     Names look like 'vit/blocks.3' (the model is the part before the first '/'). Each ``update``
@@ -306,20 +307,23 @@ class MinibatchCKA:
 
     A representation identical for every image of a batch adds exactly 0 (its U(K) is 0); if it is
     so in every batch, its CKA row and column are NaN, with a warning and ``undefined_layers`` in
-    the result's metadata. Every state is a plain sum over batches: ``merge`` adds them (TorchMetrics
-    style), so a distributed run needs one all-reduce of the sums plus the gathered batch sizes.
+    the result's metadata. Every state is a plain sum over batches (batch sizes are concatenated),
+    declared on :class:`~seelike.analyses.base.SummedState`, which merges, saves and all-reduces them.
     """
 
     _SUMS = ("hsic", "hsic_squared", "hsic_times_diagonal", "diagonal_outer")
 
-    def __init__(self, kernel: str = "linear", sigma: float | None = None) -> None:
+    def __init__(self, kernel: str = "linear", sigma: float | None = None, names: list[str] | None = None) -> None:
+        super().__init__()
         _check_choice("kernel", kernel, KERNELS)
         self.kernel = kernel
         self.sigma = _resolve_sigma(kernel, sigma)
-        self._names: list[str] | None = None
-        self._batch_sizes: list[int] = []
+        self._fixed_names = None if names is None else list(names)  # the order, when the caller knows it up front
+        self._names: list[str] | None = self._fixed_names
         # Σ w h, Σ w h∘h, Σ w h_xy h_xx, Σ w h_xx h_yy: each [m, m] float64, on the first batch's device.
-        self._sums: dict[str, Tensor] = {}
+        for key in self._SUMS:
+            self.add_state(key)
+        self.add_state("batch_sizes", torch.zeros(0, dtype=torch.int64), reduce="cat")
 
     @property
     def names(self) -> list[str]:
@@ -328,15 +332,15 @@ class MinibatchCKA:
 
     @property
     def batch_sizes(self) -> list[int]:
-        return list(self._batch_sizes)
+        return self.state("batch_sizes").tolist()
 
     @property
     def num_batches(self) -> int:
-        return len(self._batch_sizes)
+        return len(self.state("batch_sizes"))
 
     @property
     def num_images(self) -> int:
-        return sum(self._batch_sizes)
+        return int(self.state("batch_sizes").sum())
 
     def update(self, representations: Mapping[str, ArrayLike]) -> None:
         """Add one batch: ``{name: [n, ...]}``, every name every batch, the same n >= 4 images."""
@@ -354,11 +358,38 @@ class MinibatchCKA:
             G[index] = U[rows, columns] * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
         if self.kernel == "linear":
             self._refuse_non_finite(names, matrices, finite_diagonals)
+        self._add_rows(names, G, n, "overflows; scale those activations down.")
+
+    def centred_row(self, x: ArrayLike, name: str = "x") -> Tensor:
+        """U(K) of one representation x [n, ...] of a batch, as its strict upper triangle [n(n−1)/2] float64.
+
+        What :meth:`update` computes per representation; computing it as each layer's activation appears
+        and passing the rows to :meth:`update_rows` keeps only these rows, not the activations, in memory.
+        """
+        x = _as_matrix(x, name)
+        n = x.shape[0]
+        if n < MIN_UNBIASED_N:
+            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
+        rows, columns = _upper_triangle_indices(n, x.device)
+        return _u_centre(self._gram(x).to(torch.float64)).to(x.device)[rows, columns] * _varies(x, x.device)
+
+    def update_rows(self, rows: Mapping[str, Tensor]) -> None:
+        """Add one batch given as :meth:`centred_row` of every representation (same names as every batch)."""
+        names = self._check_names(list(rows))
+        length = {rows[name].numel() for name in names}
+        if len(length) != 1:
+            raise InvalidInputError("every representation of a batch must hold the same images (rows of one length).")
+        n = round((1 + math.sqrt(1 + 8 * length.pop())) / 2)
+        G = torch.stack([rows[name].reshape(-1).to(torch.float64) for name in names])
+        self._add_rows(names, G, n, "has NaN or inf values, or its Gram overflows; check or scale those activations.")
+
+    def _add_rows(self, names: list[str], G: Tensor, n: int, problem: str) -> None:
+        """h = 2·GGᵀ/(n(n−3)), the batch's unbiased HSIC₁ between every pair, into the sums."""
         h = 2 * (G @ G.T) / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
         h = (h + h.T) / 2  # exactly symmetric despite matmul rounding
         if not torch.isfinite(h).all():
-            overflowing = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
-            raise InvalidInputError(f"the Gram of {', '.join(map(repr, overflowing))} overflows; scale those activations down.")
+            bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
+            raise InvalidInputError(f"the Gram of {', '.join(map(repr, bad))} {problem}")
         self._accumulate(names, h, n)
 
     def _gram(self, x: Tensor) -> Tensor:
@@ -372,7 +403,20 @@ class MinibatchCKA:
     def _check_batch(self, representations: Mapping[str, ArrayLike]) -> tuple[list[str], list[Tensor]]:
         if not isinstance(representations, Mapping) or not representations:
             raise InvalidInputError("update() takes a non-empty mapping {name: tensor [n, ...]}.")
-        names = list(representations)
+        names = self._check_names(list(representations))
+        matrices = [_as_matrix(representations[name], name) for name in names]
+        sizes = {name: x.shape[0] for name, x in zip(names, matrices)}
+        if len(set(sizes.values())) > 1:
+            raise InvalidInputError(f"every representation of a batch must hold the same images, got n per name: {sizes}.")
+        n = matrices[0].shape[0]
+        if n < MIN_UNBIASED_N:
+            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
+        if self.kernel != "linear":  # linear: checked in update() on the Grams' diagonals, without a pass over x
+            self._refuse_non_finite(names, matrices)
+        return names, matrices
+
+    def _check_names(self, names: list[str]) -> list[str]:
+        """The batch's names in this accumulator's order; every name of the first batch, strings only."""
         if self._names is not None:
             if set(names) != set(self._names):
                 missing = sorted(set(self._names) - set(names))
@@ -385,16 +429,7 @@ class MinibatchCKA:
         for name in names:
             if not isinstance(name, str):
                 raise InvalidInputError(f"representation names must be strings like 'vit/blocks.3', got {name!r}.")
-        matrices = [_as_matrix(representations[name], name) for name in names]
-        sizes = {name: x.shape[0] for name, x in zip(names, matrices)}
-        if len(set(sizes.values())) > 1:
-            raise InvalidInputError(f"every representation of a batch must hold the same images, got n per name: {sizes}.")
-        n = matrices[0].shape[0]
-        if n < MIN_UNBIASED_N:
-            raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
-        if self.kernel != "linear":  # linear: checked in update() on the Grams' diagonals, without a pass over x
-            self._refuse_non_finite(names, matrices)
-        return names, matrices
+        return names
 
     @staticmethod
     def _refuse_non_finite(names: list[str], matrices: list[Tensor], finite_diagonals: list[Tensor] | None = None) -> None:
@@ -420,51 +455,53 @@ class MinibatchCKA:
     def _accumulate(self, names: list[str], h: Tensor, n: int) -> None:
         weight = float(n)
         diagonal = h.diagonal()
-        terms = {
-            "hsic": weight * h,
-            "hsic_squared": weight * h * h,
-            "hsic_times_diagonal": weight * h * diagonal[:, None],  # [x, y]: w·h_xy·h_xx
-            "diagonal_outer": weight * torch.outer(diagonal, diagonal),  # [x, y]: w·h_xx·h_yy
-        }
-        if self._sums:
-            for key in self._SUMS:
-                self._sums[key] += terms[key]
-        else:
-            self._sums = terms
+        self.accumulate(
+            hsic=weight * h,
+            hsic_squared=weight * h * h,
+            hsic_times_diagonal=weight * h * diagonal[:, None],  # [x, y]: w·h_xy·h_xx
+            diagonal_outer=weight * torch.outer(diagonal, diagonal),  # [x, y]: w·h_xx·h_yy
+            batch_sizes=torch.tensor([n]),
+        )
         self._names = names
-        self._batch_sizes.append(n)
 
-    def merge(self, other: MinibatchCKA) -> None:
-        """Add the state of ``other`` (same kernel and names, e.g. another rank or data shard) into this one."""
-        if not isinstance(other, MinibatchCKA):
-            raise InvalidInputError(f"merge() takes another MinibatchCKA, got {type(other).__name__}.")
-        if (other.kernel, other.sigma) != (self.kernel, self.sigma):
-            raise InvalidInputError(
-                f"cannot merge kernel={other.kernel!r}, sigma={other.sigma} into kernel={self.kernel!r}, sigma={self.sigma}."
-            )
+    def signature(self) -> Any:
+        return (type(self), self.kernel, self.sigma)
+
+    def aligned_state(self, other: SummedState) -> dict[str, Tensor | None]:
+        """``other``'s sums with rows and columns in this accumulator's name order (merge lines them up)."""
+        assert isinstance(other, MinibatchCKA)
+        state = dict(other._state)
         if other._names is None:
-            return
+            return state
         if self._names is None:
             self._names = list(other._names)
-            self._sums = {key: value.clone() for key, value in other._sums.items()}
-            self._batch_sizes = list(other._batch_sizes)
-            return
+            return state
         if set(other._names) != set(self._names):
             raise InvalidInputError(f"cannot merge accumulators of different representations: {other._names} vs {self._names}.")
         order = torch.tensor([other._names.index(name) for name in self._names])
         for key in self._SUMS:
-            value = other._sums[key]
+            value = state[key]
             order_here = order.to(value.device)
-            self._sums[key] += value[order_here][:, order_here].to(self._sums[key].device)
-        self._batch_sizes.extend(other._batch_sizes)
+            state[key] = value[order_here][:, order_here]
+        return state
+
+    def load_state_dict(self, states: Mapping[str, Tensor], names: list[str] | None = None) -> None:
+        """Restore a :meth:`state_dict`; ``names`` gives the rows' order unless it was fixed at construction."""
+        super().load_state_dict(states)
+        if names is not None:
+            self._names = list(names)
+
+    def reset(self) -> None:
+        super().reset()
+        self._names = self._fixed_names
 
     def result(self, metadata: Mapping[str, Any] | None = None) -> CKAResult:
         """CKA, its standard error and the weighted mean HSIC₁, all [m, m], as a :class:`CKAResult`."""
-        if self._names is None:
+        if not self.num_batches:
             raise InvalidInputError("MinibatchCKA.result() needs at least one update(); no batch has been seen.")
         names = list(self._names)
         weight_sum, k = float(self.num_images), self.num_batches
-        sums = {key: value.to(torch.float64).cpu().numpy() for key, value in self._sums.items()}
+        sums = {key: self.state(key).to(torch.float64).cpu().numpy() for key in self._SUMS}
         hsic = sums["hsic"] / weight_sum  # weighted mean HSIC₁
         diagonal = np.diag(hsic)
         undefined = [name for name, value in zip(names, diagonal) if not value > 0]

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.analyses import stream
+from seelike.analyses.base import Accumulator, Batch, activation
 from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
-from seelike.models.model import BLOCK_OUTPUT, Layer, Model
+from seelike.models.model import Layer, Model
 from seelike.results import Result
 
 __all__ = [
@@ -124,20 +125,22 @@ class AttentionDistanceResult(Result):
         return (self.distance < pixels).sum(axis=1) / np.maximum(heads, 1)
 
 
-class AttentionDistance:
+class AttentionDistance(Accumulator):
     """Streams attention probabilities of every attention block into per-head sums (§2).
 
-    ``update`` takes the activations of one batch (keys ``layer`` or ``model/layer``, as
-    :class:`~seelike.capture.Capture` and :func:`~seelike.capture.capture_batches` yield them);
-    the state is plain sums (distance, renormalised distance, prefix mass per block and head,
-    and the number of query rows), so ``merge`` adds them.
+    State: per block and head the summed distance, renormalised distance and prefix mass over query
+    rows (images × patches), and the number of query rows; all summed, so merging adds them.
     """
 
+    kind: ClassVar[str] = "attention_distance"
+
     def __init__(self, model: Model, blocks: Sequence[int] | None = None) -> None:
+        super().__init__([model])
         layers = model.attention_layers()
         if not layers or model.token_layout is None:
             raise InvalidInputError(
-                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm, torchvision or hf; Swin too): it does not apply to CNNs"
+                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm, torchvision or hf; Swin too): "
+                "it does not apply to CNNs"
             )
         if blocks is not None:
             known = {layer.block for layer in layers}
@@ -146,63 +149,44 @@ class AttentionDistance:
                 raise InvalidInputError(f"{model.spec} has attention in blocks {sorted(known)}; blocks {missing} have none")
             layers = [layer for layer in layers if layer.block in set(blocks)]
         self.model = model
-        self.layers: list[Layer] = layers
+        self.attention: list[Layer] = layers
         self.layout = model.token_layout
-        # each map's own geometry: the model's grid, or a window on its stage's grid (Swin)
-        self.layouts = [model.layout_of(layer) for layer in layers]
-        self._sums: Tensor | None = None  # [blocks, 3, heads] float64 on the CPU (NaN beyond a block's heads)
-        self._rows = torch.zeros(len(layers), dtype=torch.float64)  # query rows (images × windows × patches) per block
-        self.num_images = 0
+        # each map's own geometry: the model's grid, or a window on its stage's grid (Swin, docs/swin_attention_distance.md)
+        self.layouts = {f"{model.name}/{layer.name}": model.layout_of(layer) for layer in layers}
+        self.add_state("sums")  # [blocks, 3, heads] float64 on the CPU, shaped by the first batch; NaN beyond a block's heads
+        self.add_state("rows", torch.zeros(len(layers), dtype=torch.int64))  # query rows (images × windows × patches) per block
 
-    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
-        for key in (f"{self.model.name}/{layer.name}", layer.name):
-            if key in activations:
-                return activations[key]
-        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture model.attention_layers()")
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.attention}
 
-    def update(self, activations: Mapping[str, Tensor]) -> None:
-        """Add one batch: attention probabilities [B, H, T, T] of every tracked block."""
-        sums, rows = [], []
-        for layer, layout in zip(self.layers, self.layouts):
-            attn = self._tensor(activations, layer)
-            terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
-            sums.append(torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64))
-            rows.append(attn.shape[0] * layout.num_patches)  # attn.shape[0]: images, or images × windows
-        state = _stack_heads(sums)
-        if self._sums is not None and self._sums.shape != state.shape:
-            raise InvalidInputError(f"batch has {state.shape[-1]} heads, earlier batches {self._sums.shape[-1]}")
-        self._sums = state if self._sums is None else self._sums + state
-        self._rows += torch.tensor(rows, dtype=torch.float64)
-        first = self.layers[0]  # images: rows of the first map over its stage's patches (maps may be per window)
-        self.num_images += rows[0] // self.model.layout_of(self.model.role(first.block, BLOCK_OUTPUT)).num_patches
+    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, int]:
+        """Attention probabilities [B, H, T, T] -> summed distance, renormalised distance, prefix mass [3, H]
+        and the number of query rows (B is images, or images × windows for window attention)."""
+        layout = self.layouts[key]
+        terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
+        return torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64), attn.shape[0] * layout.num_patches
 
-    def merge(self, other: AttentionDistance) -> None:
-        """Add another accumulator's sums (same model and blocks: another shard or rank)."""
-        if not isinstance(other, AttentionDistance) or [l.name for l in other.layers] != [l.name for l in self.layers]:
-            raise InvalidInputError("merge() takes an AttentionDistance over the same model and blocks")
-        if other._sums is None:
-            return
-        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
-        self._rows += other._rows
-        self.num_images += other.num_images
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`)."""
+        sums, rows = zip(*(activation(activations, self.model, layer) for layer in self.attention))
+        self.accumulate(sums=_stack_heads(list(sums)), rows=torch.tensor(rows, dtype=torch.int64))
+        self.count(batch)
 
-    def result(self, metadata: Mapping[str, Any] | None = None) -> AttentionDistanceResult:
-        if self._sums is None:
-            raise InvalidInputError("AttentionDistance.result() needs at least one update(); no batch has been seen")
-        means = (self._sums / self._rows[:, None, None]).numpy()
+    def compute(self) -> AttentionDistanceResult:
+        means = (self.state("sums") / self.state("rows")[:, None, None]).numpy()
         layout = self.layout
         arrays = {
             "distance": means[:, 0],
             "renormalised": means[:, 1],
             "prefix_mass": means[:, 2],
-            "blocks": np.array([layer.block for layer in self.layers]),
-            "block_patch_size": np.array([block_layout.patch_size for block_layout in self.layouts]),
-            "block_uniform_distance": np.array([uniform_attention_distance(l.grid, l.patch_size) for l in self.layouts]),
+            "blocks": np.array([layer.block for layer in self.attention]),
+            "block_patch_size": np.array([layout.patch_size for layout in self.layouts.values()]),
+            "block_uniform_distance": np.array([uniform_attention_distance(l.grid, l.patch_size) for l in self.layouts.values()]),
         }
         computed = {
             "model": self.model.name,
             "model_spec": self.model.spec,
-            "layers": [layer.name for layer in self.layers],
+            "layers": [layer.name for layer in self.attention],
             "n": self.num_images,
             "patch_size": layout.patch_size,
             "grid": list(layout.grid),
@@ -212,7 +196,7 @@ class AttentionDistance:
             "prefix_tokens": "dropped as queries and keys; distance not renormalised (renormalised array beside it)",
             "unit": "pixels",
         }
-        return AttentionDistanceResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+        return AttentionDistanceResult(arrays=arrays, metadata=computed)
 
 
 def attention_distances(
@@ -224,4 +208,4 @@ def attention_distances(
     progress: bool | None = None,
 ) -> AttentionDistanceResult:
     """Mean attention distance of every head of every block on ``n`` images of ``dataset`` (§2; default: all)."""
-    return stream(AttentionDistance(model), model, dataset, n, batch_size, seed, progress)
+    return run([AttentionDistance(model)], dataset, n, batch_size, seed, progress=progress)[0]

@@ -7,16 +7,57 @@ tools need k(k−1)) and every within- and cross-model block comes out of the sa
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
+from torch import Tensor
 
-from seelike.capture import capture_batches
-from seelike.data import ImageDataset, iterate_batches
+from seelike.analyses.base import Accumulator, Batch, activation
+from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
-from seelike.models.model import Model
+from seelike.models.model import Layer, Model
 from seelike.similarity import CKAResult, MinibatchCKA
+
+__all__ = ["LayerSimilarity", "layer_similarity"]
+
+
+class LayerSimilarity(Accumulator):
+    """Minibatch CKA between the chosen layers of every model (one :class:`MinibatchCKA` as child state).
+
+    Each activation is turned into its U-centred Gram as its hook fires (:meth:`reduce`), so memory holds
+    the m Grams of a batch, never the m activations.
+
+    ``layers`` per model: ``None``/``"blocks"`` (block outputs), ``"all"`` (every sub-layer) or
+    names / globs (:meth:`Model.select`). Rows and columns are ``"model/layer"``, models in the
+    order given, layers in depth order.
+    """
+
+    kind: ClassVar[str] = "cka"
+
+    def __init__(self, models: Sequence[Model], layers: str | Sequence[str] | None = None, kernel: str = "linear",
+                 sigma: float | None = None) -> None:
+        super().__init__(list(models))
+        self.chosen = {model.name: model.select(layers) for model in self.models}
+        self.layer_spec = layers or "blocks"
+        names = [f"{name}/{layer.name}" for name, chosen in self.chosen.items() for layer in chosen]
+        self.cka = MinibatchCKA(kernel=kernel, sigma=sigma, names=names)
+        self.add_child("cka", self.cka)
+
+    def layers(self) -> dict[str, list[Layer]]:
+        return dict(self.chosen)
+
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        return self.cka.centred_row(tensor, key)  # the activation is dropped; only its U-centred Gram is kept
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        self.cka.update_rows({f"{model.name}/{layer.name}": activation(activations, model, layer)
+                              for model in self.models for layer in self.chosen[model.name]})
+        self.count(batch)
+
+    def compute(self) -> CKAResult:
+        return self.cka.result({"layers": self.layer_spec})
 
 
 def layer_similarity(
@@ -39,30 +80,11 @@ def layer_similarity(
     """
     if repeats < 1:
         raise InvalidInputError(f"repeats must be >= 1, got {repeats}")
-    n = len(dataset) if n is None else n
-    selected = [model.select(layers) for model in models]
-    started = time.perf_counter()
-    results = []
-    for repeat in range(repeats):
-        batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed, reshuffle=repeat)
-        accumulator = MinibatchCKA()
-        for activations, _, _ in capture_batches(models, selected, batches, progress=progress, total=n):
-            accumulator.update(activations)
-        results.append(accumulator.result())
-    metadata = {
-        "models": {model.name: model.spec for model in models},
-        "model_fingerprints": {model.name: model.fingerprint() for model in models},
-        "data": dataset.spec,
-        "split": dataset.split,
-        "batch_size": batch_size,
-        "layers": layers or "blocks",
-        "repeats": repeats,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    results = [run([LayerSimilarity(models, layers)], dataset, n, batch_size, seed, reshuffle=repeat, progress=progress)[0]
+               for repeat in range(repeats)]
     first = results[0]
     if repeats == 1:
-        return CKAResult(arrays=dict(first.arrays), metadata={**first.metadata, **metadata})
+        return first
     stack = np.stack([result.matrix for result in results])
     arrays = {
         "cka": stack.mean(axis=0),
@@ -71,4 +93,5 @@ def layer_similarity(
         "hsic": np.mean([result["hsic"] for result in results], axis=0),
         "cka_per_repeat": stack,
     }
-    return CKAResult(arrays=arrays, metadata={**first.metadata, **metadata, "n": n})
+    seconds = round(sum(result.metadata["seconds"] for result in results), 2)
+    return CKAResult(arrays=arrays, metadata={**first.metadata, "repeats": repeats, "seconds": seconds})

@@ -12,19 +12,19 @@ diagonal (p = q) minus the mean off it.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.analyses import run_metadata
-from seelike.capture import Capture, ThroughputMeter
-from seelike.data import ImageDataset, iterate_batches
+from seelike.analyses.base import Accumulator, Batch, activation
+from seelike.capture import Capture
+from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -136,53 +136,64 @@ class LocalizationResult(Result):
         return int(layer)
 
 
-class Localization:
+class Localization(Accumulator):
     """Streams token (or feature-map position) and input-cell representations into one MinibatchCKA (Fig 9).
 
     ``layers``: None (the penultimate and last block), names / globs (``Model.select``). Each must be
     tokens [B, T, D] with T = prefix tokens + grid, or a feature map [B, C, H, W]; the grids are read
-    from one probe forward pass. ``update(activations, inputs)`` takes the captured layers of one batch
-    and the preprocessed input images [B, C, H, W]; ``merge`` adds another accumulator's sums.
+    from one probe forward pass. ``update`` reads the captured layers and the preprocessed input the
+    model ran on (``batch.inputs``), cut into each layer's grid.
     """
 
-    def __init__(self, model: Model, layers: str | Sequence[str] | None = None) -> None:
+    kind: ClassVar[str] = "localization"
+
+    def __init__(self, model: Model, layers: str | Sequence[str] | None = None,
+                 positions: Sequence[Position] | None = None) -> None:
+        super().__init__([model])
         self.model = model
-        self.layers: list[Layer] = model.block_layers()[-2:] if layers is None else model.select(layers)
-        if not self.layers:
+        self.chosen: list[Layer] = model.block_layers()[-2:] if layers is None else model.select(layers)
+        if not self.chosen:
             raise InvalidInputError(f"{model.spec} has no layers to localize")
-        self.grids: list[Position] = _probe_grids(model, self.layers)
+        self.grids: list[Position] = _probe_grids(model, self.chosen)
+        self.positions = [tuple(p) for p in positions] if positions else None
+        for position in self.positions or []:
+            for layer, (rows, columns) in zip(self.chosen, self.grids):
+                if not (0 <= position[0] < rows and 0 <= position[1] < columns):
+                    raise InvalidInputError(f"position {tuple(position)} is outside the {rows}×{columns} grid of {layer.name}")
         self.prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
-        self.cka = MinibatchCKA()
+        names = [f"{layer.name}/token/{r},{c}" for layer, grid in zip(self.chosen, self.grids) for r, c in np.ndindex(*grid)]
+        names += [f"pixels/{grid[0]}x{grid[1]}/{r},{c}" for grid in dict.fromkeys(self.grids) for r, c in np.ndindex(*grid)]
+        self.cka = MinibatchCKA(names=names)
+        self.add_child("cka", self.cka)
 
-    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
-        for key in (f"{self.model.name}/{layer.name}", layer.name):
-            if key in activations:
-                return activations[key]
-        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture Localization(model).layers")
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.chosen}
 
-    def update(self, activations: Mapping[str, Tensor], inputs: Tensor) -> None:
-        """Add one batch: captured layers and the preprocessed inputs they were computed from."""
-        representations: dict[str, Tensor] = {}
-        for layer, grid in zip(self.layers, self.grids):
-            positions = _positions(self._tensor(activations, layer), layer, self.prefix)  # [B, P, D]
-            if positions.shape[1] != grid[0] * grid[1]:
-                raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        """A layer's positions [B, P, D] -> each position's U-centred Gram row [P, n(n−1)/2]."""
+        layer = self.model.layer(key.split("/", 1)[1])
+        grid = self.grids[self.chosen.index(layer)]
+        positions = _positions(tensor, layer, self.prefix)
+        if positions.shape[1] != grid[0] * grid[1]:
+            raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
+        return torch.stack([self.cka.centred_row(positions[:, index], key) for index in range(positions.shape[1])])
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        """Add one batch: each layer's position rows and the input cells of the preprocessed input they came from."""
+        rows: dict[str, Tensor] = {}
+        for layer, grid in zip(self.chosen, self.grids):
+            layer_rows = activation(activations, self.model, layer)
             for index, (row, column) in enumerate(np.ndindex(*grid)):
-                representations[f"{layer.name}/token/{row},{column}"] = positions[:, index]
+                rows[f"{layer.name}/token/{row},{column}"] = layer_rows[index]
+        inputs = batch.inputs[self.model.name]
         for grid in dict.fromkeys(self.grids):
             for (row, column), cell in zip(np.ndindex(*grid), pixel_cells(inputs, grid)):
-                representations[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = cell
-        self.cka.update(representations)
+                rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = self.cka.centred_row(cell)
+        self.cka.update_rows(rows)
+        self.count(batch)
 
-    def merge(self, other: Localization) -> None:
-        if not isinstance(other, Localization) or [l.name for l in other.layers] != [l.name for l in self.layers]:
-            raise InvalidInputError("merge() takes a Localization over the same model and layers")
-        self.cka.merge(other.cka)
-
-    def result(self, metadata: Mapping[str, Any] | None = None) -> LocalizationResult:
+    def compute(self) -> LocalizationResult:
         """CKA grids [layers, P, Q] and the localization scores of every layer."""
-        if not self.cka.num_batches:
-            raise InvalidInputError("Localization.result() needs at least one update(); no batch has been seen")
         with warnings.catch_warnings(record=True):  # re-warned below, with the model named
             warnings.simplefilter("always")
             cka = self.cka.result()
@@ -192,9 +203,9 @@ class Localization:
                           f"(e.g. {undefined[:3]}): left out of the scores", RuntimeWarning, stacklevel=2)
         index = {name: i for i, name in enumerate(cka.names)}
         size = max(rows * columns for rows, columns in self.grids)
-        grids = np.full((len(self.layers), size, size), np.nan)
+        grids = np.full((len(self.chosen), size, size), np.nan)
         scores: dict[str, list[float]] = {}
-        for k, (layer, grid) in enumerate(zip(self.layers, self.grids)):
+        for k, (layer, grid) in enumerate(zip(self.chosen, self.grids)):
             cells = list(np.ndindex(*grid))
             tokens = [index[f"{layer.name}/token/{r},{c}"] for r, c in cells]
             pixels = [index[f"pixels/{grid[0]}x{grid[1]}/{r},{c}"] for r, c in cells]
@@ -203,13 +214,14 @@ class Localization:
                 scores.setdefault(key, []).append(value)
         computed = {
             "model": self.model.name, "model_spec": self.model.spec, "family": self.model.family,
-            "layers": [layer.name for layer in self.layers], "grids": [list(grid) for grid in self.grids],
+            "layers": [layer.name for layer in self.chosen], "grids": [list(grid) for grid in self.grids],
+            "positions": [list(p) for p in self.positions] if self.positions else None,
             "num_prefix_tokens": self.prefix, "n": cka.metadata["n"], "batch_sizes": cka.metadata["batch_sizes"],
             "estimator": "minibatch CKA, linear kernel, unbiased HSIC", "undefined": undefined,
             "pixels": "the model's preprocessed input cut into each layer's grid",
         }
         arrays = {"cka": grids, **{key: np.array(values) for key, values in scores.items()}}
-        return LocalizationResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+        return LocalizationResult(arrays=arrays, metadata=computed)
 
 
 def _positions(tensor: Tensor, layer: Layer, prefix: int) -> Tensor:
@@ -259,25 +271,4 @@ def spatial_localization(
 
     ``positions`` only choose what the figures show; the scores always use every position.
     """
-    accumulator = Localization(model, layers)
-    for position in positions or []:
-        for layer, (rows, columns) in zip(accumulator.layers, accumulator.grids):
-            if not (0 <= position[0] < rows and 0 <= position[1] < columns):
-                raise InvalidInputError(f"position {tuple(position)} is outside the {rows}×{columns} grid of {layer.name}")
-    n = len(dataset) if n is None else n
-    started = time.perf_counter()
-    batches = iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed)
-    meter = ThroughputMeter(progress, n)
-    try:
-        with Capture(model, accumulator.layers) as capture:
-            for images, _, _ in batches:
-                with torch.inference_mode():
-                    inputs = model.preprocess(images.to(model.device))
-                accumulator.update(capture(inputs, preprocess=False), inputs)
-                meter.update(len(images))
-    finally:
-        meter.close()
-    return accumulator.result({
-        "positions": [list(p) for p in positions] if positions else None,
-        **run_metadata(model, dataset, batch_size, seed, started),
-    })
+    return run([Localization(model, layers, positions)], dataset, n, batch_size, seed, progress=progress)[0]

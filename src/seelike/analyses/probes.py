@@ -33,7 +33,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,8 +41,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.capture import Capture, capture_batches
-from seelike.data import BatchIterator, ImageDataset
+from seelike.analyses.base import Accumulator, Batch, SummedState, activation
+from seelike.capture import Capture
+from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
@@ -50,7 +52,10 @@ from seelike.results import Result
 __all__ = [
     "LAMBDAS",
     "READOUTS",
+    "ProbeFeatures",
     "ProbeResult",
+    "ProbeScores",
+    "ProbeStatistics",
     "RidgeProbe",
     "few_shot_indices",
     "probe_layers",
@@ -83,27 +88,44 @@ class _Solution:
     lambdas: Tensor  # [L]
 
 
-class RidgeProbe:
+class RidgeProbe(SummedState):
     """Ridge regression to ±1 one-vs-rest targets from streamed sufficient statistics (§7, Fig 11, 13).
 
     ``update(features, labels)`` takes features [n, d] (one probe) or [n, G, d] (G probes sharing the
-    labels, e.g. one per token position); ``merge`` adds another accumulator's sums; ``fit(lambdas)``
-    solves for each λ from the sums (later updates keep accumulating; fit again to use them);
-    ``predict`` gives labels [n] ([L, n] for several λ; a trailing [G] for grouped features).
+    labels, e.g. one per token position); the sums (n, Σx, XᵀX, XᵀY, ΣY) are declared summed state, so
+    merging adds them; ``fit(lambdas)`` solves for each λ from the sums (later updates keep
+    accumulating; fit again to use them); ``predict`` gives labels [n] ([L, n] for several λ; a
+    trailing [G] for grouped features).
     """
 
     def __init__(self, num_classes: int) -> None:
+        super().__init__()
         if num_classes < 2:
             raise InvalidInputError(f"a probe needs at least 2 classes, got num_classes={num_classes}")
         self.num_classes = num_classes
-        self.n = 0
         self.grouped: bool | None = None
-        self._sum: Tensor | None = None  # Σx [G, d]
-        self._gram: Tensor | None = None  # XᵀX [G, d, d]
-        self._cross: Tensor | None = None  # XᵀY [G, d, C]
-        self._target_sum: Tensor | None = None  # ΣY [C]
+        self.add_state("sum")  # Σx [G, d]
+        self.add_state("gram")  # XᵀX [G, d, d]
+        self.add_state("cross")  # XᵀY [G, d, C]
+        self.add_state("target_sum")  # ΣY [C]
+        self.add_state("count", torch.zeros((), dtype=torch.int64))
         self._solution: _Solution | None = None
         self._single_lambda = False
+
+    @property
+    def n(self) -> int:
+        """Training examples in the sums."""
+        return int(self.state("count"))
+
+    def signature(self) -> object:
+        return (type(self), self.num_classes)
+
+    def merge(self, other: SummedState) -> None:
+        assert isinstance(other, RidgeProbe)
+        if self.grouped is not None and other.grouped is not None and other.grouped != self.grouped:
+            raise InvalidInputError("merge() of grouped into ungrouped probe features: merge only probes of the same readout")
+        super().merge(other)
+        self.grouped = self.grouped if self.grouped is not None else other.grouped
 
     def _features(self, features: Tensor) -> Tensor:
         if not isinstance(features, Tensor) or features.ndim not in (2, 3):
@@ -127,57 +149,30 @@ class RidgeProbe:
         x = self._features(features)
         if len(labels) != len(x):
             raise InvalidInputError(f"{len(x)} feature rows but {len(labels)} labels")
+        previous = self.state("sum")
+        if previous is not None and x.shape[1:] != previous.shape:
+            raise InvalidInputError(f"features of shape {tuple(x.shape[1:])} after earlier batches of {tuple(previous.shape)}: give every batch the same layers at the same input size")
         y = self.targets(labels, x.device)
-        if self._sum is None:
-            groups, width = x.shape[1:]
-            self.grouped = features.ndim == 3
-            self._sum = x.new_zeros(groups, width)
-            self._gram = x.new_zeros(groups, width, width)
-            self._cross = x.new_zeros(groups, width, self.num_classes)
-            self._target_sum = x.new_zeros(self.num_classes)
-        elif x.shape[1:] != self._sum.shape:
-            raise InvalidInputError(f"features of shape {tuple(x.shape[1:])} after earlier batches of {tuple(self._sum.shape)}: give every batch the same layers at the same input size")
+        self.grouped = features.ndim == 3
         xg = x.transpose(0, 1)  # [G, n, d]
-        self._sum += x.sum(dim=0)
-        self._gram += xg.transpose(1, 2) @ xg
-        self._cross += torch.einsum("gnd,nc->gdc", xg, y)
-        self._target_sum += y.sum(dim=0)
-        self.n += len(x)
-
-    def merge(self, other: RidgeProbe) -> None:
-        """Add another accumulator's sums (another shard or rank of the same features)."""
-        if not isinstance(other, RidgeProbe) or other.num_classes != self.num_classes:
-            raise InvalidInputError("merge() takes a RidgeProbe with the same number of classes")
-        if other._sum is None:
-            return
-        if self._sum is None:
-            self.grouped = other.grouped
-            self._sum, self._gram, self._cross, self._target_sum = (
-                t.clone() for t in (other._sum, other._gram, other._cross, other._target_sum)
-            )
-        else:
-            if other._sum.shape != self._sum.shape or other.grouped != self.grouped:
-                raise InvalidInputError(f"merge() of features {tuple(other._sum.shape)} into {tuple(self._sum.shape)}: merge only accumulators of the same model, layer and readout")
-            self._sum += other._sum.to(self._sum.device)
-            self._gram += other._gram.to(self._sum.device)
-            self._cross += other._cross.to(self._sum.device)
-            self._target_sum += other._target_sum.to(self._sum.device)
-        self.n += other.n
+        self.accumulate(sum=x.sum(dim=0), gram=xg.transpose(1, 2) @ xg, cross=torch.einsum("gnd,nc->gdc", xg, y),
+                        target_sum=y.sum(dim=0), count=torch.tensor(len(x)))
 
     def standardised_normal_equations(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """μ [G, d], σ [G, d], ZᵀZ/n [G, d, d] and ZᵀY/n [G, d, C] of the standardised features, from the sums."""
-        if self._sum is None or self.n < 2:
+        if self.state("sum") is None or self.n < 2:
             raise InvalidInputError(f"a probe needs at least 2 training examples, got {self.n}")
         n = self.n
-        mean = self._sum / n
-        covariance = self._gram / n - mean[:, :, None] * mean[:, None, :]
+        gram, cross, target_sum = self.state("gram"), self.state("cross"), self.state("target_sum")
+        mean = self.state("sum") / n
+        covariance = gram / n - mean[:, :, None] * mean[:, None, :]
         variance = torch.diagonal(covariance, dim1=1, dim2=2).clamp_min(0)
-        second_moment = torch.diagonal(self._gram, dim1=1, dim2=2) / n
+        second_moment = torch.diagonal(gram, dim1=1, dim2=2) / n
         constant = variance <= 1e-12 * second_moment.clamp_min(torch.finfo(torch.float64).tiny)
         scale = torch.where(constant, torch.ones_like(variance), variance.sqrt())  # a constant feature standardises to 0
         covariance = covariance.masked_fill(constant[:, :, None] | constant[:, None, :], 0.0)
         zz = covariance / (scale[:, :, None] * scale[:, None, :])
-        zy = (self._cross / n - mean[:, :, None] * (self._target_sum / n)[None, None, :]) / scale[:, :, None]
+        zy = (cross / n - mean[:, :, None] * (target_sum / n)[None, None, :]) / scale[:, :, None]
         zy = zy.masked_fill(constant[:, :, None], 0.0)
         return mean, scale, zz, zy
 
@@ -191,7 +186,7 @@ class RidgeProbe:
         eigenvalues, eigenvectors = torch.linalg.eigh(zz)
         self._solution = _Solution(
             mean, scale, eigenvalues.clamp_min(0), eigenvectors, eigenvectors.transpose(1, 2) @ zy,
-            self._target_sum / self.n, torch.tensor(values, dtype=torch.float64, device=mean.device),
+            self.state("target_sum") / self.n, torch.tensor(values, dtype=torch.float64, device=mean.device),
         )
         return self
 
@@ -342,20 +337,99 @@ def few_shot_indices(labels: Tensor, num_classes: int, shots: int, samples: int,
     return draws
 
 
-def _stream(model: Model, layers: Sequence[Layer], dataset: ImageDataset, indices: Tensor, batch_size: int,
-            readouts: Sequence[str], progress: bool | None) -> Iterator[tuple[dict[tuple[str, int], Tensor], Tensor]]:
-    """Per batch: {(readout, block index): features} and the labels, for the images at ``indices``."""
-    total = len(indices)
-    sizes = [min(batch_size, total - start) for start in range(0, total, batch_size)]
-    prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
-    batches = BatchIterator(dataset, indices, sizes)
-    for activations, labels, _ in capture_batches([model], [layers], batches, progress=progress, total=total):
-        features = {}
-        for b, layer in enumerate(layers):
-            tensor = activations[f"{model.name}/{layer.name}"]
-            for readout in readouts:
-                features[readout, b] = readout_features(tensor, readout, prefix)
-        yield features, labels.to(model.device)
+def _block_features(activations: Mapping[str, dict[str, Tensor]], model: Model, readouts: Sequence[str]) -> dict[tuple[str, int], Tensor]:
+    """{(readout, block index): features} of one batch, from the readouts :class:`_ReadsBlocks` kept per block."""
+    return {(readout, b): activation(activations, model, layer)[readout]
+            for b, layer in enumerate(model.block_layers()) for readout in readouts}
+
+
+class _ReadsBlocks(Accumulator):
+    """Probe passes read every block output and keep only the readouts' features of it."""
+
+    model: Model
+    readouts: list[str]
+
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.model.block_layers()}
+
+    def reduce(self, key: str, tensor: Tensor) -> dict[str, Tensor]:
+        prefix = self.model.token_layout.num_prefix_tokens if self.model.token_layout else 0
+        return {readout: readout_features(tensor, readout, prefix) for readout in self.readouts}
+
+
+class ProbeStatistics(_ReadsBlocks):
+    """Sufficient statistics of one :class:`RidgeProbe` per (readout, block): a training pass (§7)."""
+
+    kind: ClassVar[str] = "probe_statistics"
+
+    def __init__(self, model: Model, readouts: Sequence[str], num_classes: int) -> None:
+        super().__init__([model])
+        self.model, self.readouts = model, list(readouts)
+        self.probes = {(r, b): RidgeProbe(num_classes) for r in self.readouts for b in range(model.num_blocks)}
+        for (readout, b), probe in self.probes.items():
+            self.add_child(f"{readout}.{b}", probe)
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        for key, x in _block_features(activations, self.model, self.readouts).items():
+            self.probes[key].update(x, batch.labels.to(x.device))
+        self.count(batch)
+
+    def compute(self) -> Result:
+        return Result(arrays={"examples": np.array([probe.n for probe in self.probes.values()])},
+                      metadata={"model": self.model.name, "probes": [f"{r}.{b}" for r, b in self.probes], "n": self.num_images})
+
+
+class ProbeFeatures(_ReadsBlocks):
+    """Keeps the pooled features of a few images per (readout, block): the few-shot draws' training pass (§7)."""
+
+    kind: ClassVar[str] = "probe_features"
+
+    def __init__(self, model: Model, readouts: Sequence[str]) -> None:
+        super().__init__([model])
+        self.model, self.readouts = model, list(readouts)
+        self.keys = [(r, b) for r in self.readouts for b in range(model.num_blocks)]
+        for readout, b in self.keys:
+            self.add_state(f"{readout}.{b}", reduce="cat")
+        self.add_state("labels", torch.zeros(0, dtype=torch.int64), reduce="cat")
+        self.add_state("indices", torch.zeros(0, dtype=torch.int64), reduce="cat")
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        features = _block_features(activations, self.model, self.readouts)
+        self.accumulate(**{f"{r}.{b}": x.to("cpu", torch.float32) for (r, b), x in features.items()},  # float64 inside the probe
+                        labels=batch.labels.long(), indices=batch.indices.long())
+        self.count(batch)
+
+    def compute(self) -> Result:
+        arrays = {name: self.state(name).numpy() for name in (*(f"{r}.{b}" for r, b in self.keys), "labels", "indices")}
+        return Result(arrays=arrays, metadata={"model": self.model.name, "n": self.num_images})
+
+
+class ProbeScores(_ReadsBlocks):
+    """Correct predictions of fitted probes, summed over a scoring pass: counts [L, G] per probe key."""
+
+    kind: ClassVar[str] = "probe_scores"
+
+    def __init__(self, model: Model, probes: Mapping[tuple[str, int, int], RidgeProbe]) -> None:
+        super().__init__([model])
+        self.model, self.probes = model, dict(probes)
+        self.readouts = list(dict.fromkeys(readout for readout, _, _ in self.probes))
+        for readout, b, sample in self.probes:
+            self.add_state(f"{readout}.{b}.{sample}")
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        features = _block_features(activations, self.model, self.readouts)
+        for (readout, b, sample), probe in self.probes.items():
+            x = features[readout, b]
+            self.accumulate(**{f"{readout}.{b}.{sample}": probe.correct(x, batch.labels.to(x.device)).cpu()})
+        self.count(batch)
+
+    def correct(self, readout: str, block: int, sample: int = -1) -> Tensor:
+        """Summed correct counts [L, G] of one probe."""
+        return self.state(f"{readout}.{block}.{sample}")
+
+    def compute(self) -> Result:
+        arrays = {name: (value / self.num_images).numpy() for name, value in self.state_dict().items() if name != "images"}
+        return Result(arrays=arrays, metadata={"model": self.model.name, "n": self.num_images, "unit": "accuracy [lambdas, groups]"})
 
 
 def _warn_memory(model: Model, layers: Sequence[Layer], readouts: Sequence[str], num_classes: int) -> None:
@@ -432,57 +506,51 @@ class ProbeResult(Result):
 # The analysis
 
 
-def _fit_few_shot(model: Model, layers: Sequence[Layer], train_set: ImageDataset, readouts: Sequence[str], shots: int,
-                  samples: int, lambdas: list[float], batch_size: int, seed: int, progress: bool | None
-                  ) -> tuple[dict[tuple[str, int, int], tuple[RidgeProbe, int]], np.ndarray]:
-    """Few-shot probes per (readout, block, sample) with the index of their λ, and the chosen λ [R, B, S]."""
+def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str], shots: int, samples: int,
+                  lambdas: list[float], batch_size: int, seed: int, progress: bool | None
+                  ) -> tuple[dict[tuple[str, int, int], RidgeProbe], np.ndarray]:
+    """Few-shot probes per (readout, block, sample), refitted at their chosen λ, and the chosen λ [R, B, S]."""
     draws = few_shot_indices(train_set.labels, train_set.num_classes, shots, samples, seed)
     drawn = torch.unique(torch.cat([torch.cat(draw) for draw in draws]))  # each drawn image streamed once
-    kept: dict[tuple[str, int], list[Tensor]] = {}
-    kept_labels = []
-    for features, labels in _stream(model, layers, train_set, drawn, batch_size, readouts, progress):
-        for key, value in features.items():
-            kept.setdefault(key, []).append(value.to("cpu", torch.float32))  # few rows; float64 inside the probe
-        kept_labels.append(labels.cpu())
-    stacked = {key: torch.cat(values) for key, values in kept.items()}
-    all_labels = torch.cat(kept_labels)
-    probes, chosen = {}, np.zeros((len(readouts), len(layers), samples))
+    kept = run([ProbeFeatures(model, readouts)], train_set, batch_size=batch_size, indices=drawn, progress=progress)[0]
+    rows = np.argsort(kept["indices"], kind="stable")  # rows in ``drawn`` order, whatever order the ranks sent them
+    kept = {name: values[rows] for name, values in kept.arrays.items()}
+    all_labels = torch.from_numpy(kept["labels"])
+    probes, chosen = {}, np.zeros((len(readouts), model.num_blocks, samples))
     for s, (train, validation) in enumerate(draws):
         train_rows, validation_rows = torch.searchsorted(drawn, train), torch.searchsorted(drawn, validation)
-        for (readout, b), x in stacked.items():
-            probe = RidgeProbe(train_set.num_classes)
-            probe.update(x[train_rows], all_labels[train_rows])
-            probe.fit(lambdas)
-            best = _best_lambda(probe.correct(x[validation_rows], all_labels[validation_rows])[:, 0], lambdas)
-            probes[readout, b, s] = (probe, best)
-            chosen[readouts.index(readout), b, s] = lambdas[best]
+        for r, readout in enumerate(readouts):
+            for b in range(model.num_blocks):
+                x = torch.from_numpy(kept[f"{readout}.{b}"])
+                probe = RidgeProbe(train_set.num_classes)
+                probe.update(x[train_rows], all_labels[train_rows])
+                probe.fit(lambdas)
+                best = _best_lambda(probe.correct(x[validation_rows], all_labels[validation_rows])[:, 0], lambdas)
+                probes[readout, b, s] = probe.fit(lambdas[best])
+                chosen[r, b, s] = lambdas[best]
     return probes, chosen
 
 
-def _fit_full(model: Model, layers: Sequence[Layer], train_set: ImageDataset, readouts: Sequence[str], order: Tensor,
-              n_validation: int, lambdas: list[float], batch_size: int, progress: bool | None
+def _fit_full(model: Model, train_set: ImageDataset, readouts: Sequence[str], order: Tensor, n_validation: int,
+              lambdas: list[float], batch_size: int, progress: bool | None
               ) -> tuple[dict[tuple[str, int], RidgeProbe], np.ndarray, np.ndarray]:
     """Full-data probes: fit on ``order`` minus its last ``n_validation``, choose λ on those, refit on all.
 
     Returns the refitted probes, validation accuracy and chosen λ [R, B] (token probes: accuracy
-    averaged over positions, one λ per block)."""
+    averaged over positions, one λ per block). The held-out pass scores the first fit and adds the
+    held-out images to the sums in the same forward pass."""
     fitting, held_out = torch.sort(order[:-n_validation]).values, torch.sort(order[-n_validation:]).values
-    _warn_memory(model, layers, readouts, train_set.num_classes)
-    probes: dict[tuple[str, int], RidgeProbe] = {}
-    for features, labels in _stream(model, layers, train_set, fitting, batch_size, readouts, progress):
-        for key, x in features.items():
-            probes.setdefault(key, RidgeProbe(train_set.num_classes)).update(x, labels)
+    _warn_memory(model, model.block_layers(), readouts, train_set.num_classes)
+    statistics = ProbeStatistics(model, readouts, train_set.num_classes)
+    run([statistics], train_set, batch_size=batch_size, indices=fitting, progress=progress)
+    probes = statistics.probes
     for probe in probes.values():
         probe.fit(lambdas)
-    correct: dict[tuple[str, int], Tensor] = {}
-    for features, labels in _stream(model, layers, train_set, held_out, batch_size, readouts, progress):
-        for key, x in features.items():
-            counts = probes[key].correct(x, labels)
-            correct[key] = counts + correct[key] if key in correct else counts
-            probes[key].update(x, labels)  # the sums now hold every training image, for the refit
-    validation_accuracy, chosen = np.zeros((len(readouts), len(layers))), np.zeros((len(readouts), len(layers)))
+    scores = ProbeScores(model, {(r, b, -1): probe for (r, b), probe in probes.items()})
+    run([scores, statistics], train_set, batch_size=batch_size, indices=held_out, progress=progress)  # sums: every training image
+    validation_accuracy, chosen = np.zeros((len(readouts), model.num_blocks)), np.zeros((len(readouts), model.num_blocks))
     for (readout, b), probe in probes.items():
-        accuracy = correct[readout, b].mean(dim=1) / len(held_out)  # averaged over token positions
+        accuracy = scores.correct(readout, b).mean(dim=1) / len(held_out)  # averaged over token positions
         best = _best_lambda(accuracy, lambdas)
         validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[best].item(), lambdas[best]
         probe.fit(lambdas[best])
@@ -537,30 +605,23 @@ def probe_layers(
     generator = torch.Generator().manual_seed(int(seed))
     arrays: dict[str, np.ndarray] = {"blocks": np.array([layer.block for layer in layers])}
 
-    few_shot: dict[tuple[str, int, int], tuple[RidgeProbe, int]] = {}
+    few_shot: dict[tuple[str, int, int], RidgeProbe] = {}
     if few_shot_readouts:
         few_shot, arrays["few_shot_lambda"] = _fit_few_shot(
-            model, layers, train_set, few_shot_readouts, shots, samples, lambdas, batch_size, seed, progress)
+            model, train_set, few_shot_readouts, shots, samples, lambdas, batch_size, seed, progress)
     full: dict[tuple[str, int], RidgeProbe] = {}
     if n_train:
         order = torch.randperm(len(train_set), generator=generator)[:n_train]
         full, arrays["validation_accuracy"], arrays["lambda"] = _fit_full(
-            model, layers, train_set, readouts, order, n_validation, lambdas, batch_size, progress)
+            model, train_set, readouts, order, n_validation, lambdas, batch_size, progress)
 
     # one test pass scores every probe
-    correct: dict[tuple, Tensor] = {}
     test_order = torch.sort(torch.randperm(len(test_set), generator=generator)[:n_test]).values
-    for features, labels in _stream(model, layers, test_set, test_order, batch_size, readouts if full else few_shot_readouts, progress):
-        for (readout, b), x in features.items():
-            if full:
-                correct[readout, b] = correct.get((readout, b), 0) + full[readout, b].correct(x, labels)[0]  # [G]
-            if readout in few_shot_readouts:
-                for s in range(samples):
-                    probe, best = few_shot[readout, b, s]
-                    correct[readout, b, s] = correct.get((readout, b, s), 0) + probe.correct(x.cpu(), labels.cpu())[best, 0]
+    scores = ProbeScores(model, {**{(r, b, -1): probe for (r, b), probe in full.items()}, **few_shot})
+    run([scores], test_set, batch_size=batch_size, indices=test_order, progress=progress)
     token_positions: list[int] = []
     if full:
-        per_group = {key: (value / n_test).cpu().numpy() for key, value in correct.items() if len(key) == 2}
+        per_group = {(r, b): (scores.correct(r, b)[0] / n_test).numpy() for r, b in full}
         arrays["accuracy"] = np.array([[per_group[r, b].mean() for b in range(len(layers))] for r in readouts])
         if "tokens" in readouts:  # positions can differ per block (a CNN's stages): NaN-padded, counts in metadata
             token_positions = [len(per_group["tokens", b]) for b in range(len(layers))]
@@ -568,14 +629,15 @@ def probe_layers(
             for b, count in enumerate(token_positions):
                 arrays["token_accuracy"][b, :count] = per_group["tokens", b]
     if few_shot_readouts:
-        per_sample = np.array([[[float(correct[r, b, s]) / n_test for s in range(samples)] for b in range(len(layers))]
+        per_sample = np.array([[[float(scores.correct(r, b, s)[0, 0]) / n_test for s in range(samples)] for b in range(len(layers))]
                                for r in few_shot_readouts])
         arrays["few_shot_per_sample"], arrays["few_shot_accuracy"] = per_sample, per_sample.mean(axis=2)
         arrays["few_shot_std"] = per_sample.std(axis=2, ddof=1) if samples > 1 else np.zeros(per_sample.shape[:2])
     metadata = {
         "model": model.name,
         "model_spec": model.spec,
-        "model_fingerprint": model.fingerprint(),
+        "models": {model.name: model.spec},
+        "model_fingerprints": {model.name: model.fingerprint()},
         "family": model.family,
         "layers": [layer.name for layer in layers],
         "readouts": readouts if full else [],
@@ -583,8 +645,8 @@ def probe_layers(
         "token_positions": token_positions,
         "num_prefix_tokens": model.token_layout.num_prefix_tokens if model.token_layout else 0,
         "data": train_set.spec,
+        "split": test_set.split,
         "train_split": train_set.split,
-        "test_split": test_set.split,
         "num_classes": num_classes,
         "chance": 1.0 / num_classes,
         "n_train": n_train,

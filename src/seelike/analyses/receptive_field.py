@@ -6,29 +6,31 @@ patch token at the grid centre of a ViT, the central feature-map position of a C
 normalised by its maximum to [0, 1]. Channels are averaged exactly (one backward pass per
 channel: mean_c |∂y_c/∂x|) where affordable, else through the gradient of Σ_c y_c
 (|∂Σ_c y_c/∂x| / C, one backward pass); the result records which. ``pre_residual`` reads the
-branch instead (ViT: the MLP branch, role "mlp"; ResNet: role "branch"). Gradients need autograd,
-so this module registers its own hooks (removed in ``finally``) instead of using
-:class:`~seelike.capture.Capture`, which runs under inference mode.
+branch instead (ViT: the MLP branch, role "mlp"; ResNet: role "branch"). Gradients need autograd:
+the driver runs :class:`ReceptiveField` in a gradient pass (``Capture(..., grad=True)``).
 """
 
 from __future__ import annotations
 
-import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.data import ImageDataset, iterate_batches
+from seelike.analyses.base import Accumulator, Batch, activation
+from seelike.capture import Capture
+from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
 
 __all__ = [
+    "ReceptiveField",
     "ReceptiveFieldResult",
     "centre_position",
     "effective_receptive_fields",
@@ -95,61 +97,96 @@ def _resolve_channels(channels: str, widths: Sequence[int], exact_limit: int) ->
 
 
 def receptive_field_maps(
-    model: Model, images: Tensor, layers: Sequence[Layer], channels: ChannelAverage = "sum", exact_limit: int = EXACT_LIMIT
-) -> tuple[Tensor, str, list[tuple[float, float]]]:
-    """Unnormalised ERF maps [L, H, W] summed over the batch ``images`` [B, C, H, W] in [0, 1] (§4).
+    model: Model, outputs: Mapping[str, Tensor], inputs: Tensor, layers: Sequence[Layer], channels: Literal["exact", "sum"] = "sum"
+) -> tuple[Tensor, list[tuple[float, float]]]:
+    """Unnormalised ERF maps [L, H, W] summed over a batch (§4), from a forward pass run with autograd on.
 
-    Each map is Σ_images mean_c Σ_input-channels |∂ y_c(centre) / ∂ x| for ``channels="exact"``, or
-    Σ_images Σ_input-channels |∂ Σ_c y_c(centre) / ∂ x| / C for ``"sum"``. Returns the maps, the
-    channel averaging used, and each layer's centre in input pixels.
+    ``outputs``: each layer's output by layer name, computed from ``inputs`` [B, C, H, W] (which requires
+    grad). Each map is Σ_images mean_c Σ_input-channels |∂ y_c(centre) / ∂ x| for ``channels="exact"``, or
+    Σ_images Σ_input-channels |∂ Σ_c y_c(centre) / ∂ x| / C for ``"sum"``. Also each layer's centre in input pixels.
     """
-    modules = dict(model.module.named_modules())
-    centres: dict[str, Tensor] = {}
-    positions: dict[str, tuple[float, float]] = {}
+    maps, positions = [], []
+    for layer in layers:
+        output = outputs[layer.name]
+        index, pixel = centre_position(model, layer, output.shape)
+        y = output[:, index] if isinstance(index, int) else output[:, :, index[0], index[1]]  # [B, C]
+        positions.append(pixel)
+        if channels == "exact":
+            total = torch.zeros(inputs.shape[-2:], dtype=torch.float64, device=inputs.device)
+            for c in range(y.shape[1]):
+                (gradient,) = torch.autograd.grad(y[:, c].sum(), inputs, retain_graph=True)
+                total += gradient.abs().sum(dim=(0, 1)).double()
+        else:
+            (gradient,) = torch.autograd.grad(y.sum(), inputs, retain_graph=True)
+            total = gradient.abs().sum(dim=(0, 1)).double()
+        maps.append(total / y.shape[1])
+    return torch.stack(maps).cpu(), positions
 
-    def store(layer: Layer, tensor: Any) -> None:
-        tensor = tensor if isinstance(tensor, Tensor) else tensor[0]
-        tensor = layer.transform(tensor) if layer.transform is not None else tensor  # e.g. timm Swin's [B, H, W, C] as tokens
-        index, pixel = centre_position(model, layer, tensor.shape)
-        centre = tensor[:, index] if isinstance(index, int) else tensor[:, :, index[0], index[1]]
-        centres[layer.name] = centre.clone()  # a copy: the model may later change the tensor in place
-        positions[layer.name] = pixel
 
-    handles = []
-    try:
-        for layer in layers:
-            if layer.module not in modules:
-                raise InvalidInputError(f"{model.spec}: module {layer.module!r} of layer {layer.name!r} does not exist")
-            module = modules[layer.module]
-            if layer.hook == "output":
-                handles.append(module.register_forward_hook(lambda m, i, o, layer=layer: store(layer, o)))
-            else:
-                handles.append(module.register_forward_pre_hook(
-                    lambda m, i, kw, layer=layer: store(layer, i[0] if i else next(v for v in kw.values() if isinstance(v, Tensor))),
-                    with_kwargs=True))
-        with torch.inference_mode(False), torch.enable_grad():
-            x = model.preprocess(images.to(model.device)).detach().requires_grad_(True)
-            model.module(x)
-            missing = [layer.name for layer in layers if layer.name not in centres]
-            if missing:
-                raise InvalidInputError(f"{model.spec}: layers {missing} did not run in the forward pass")
-            mode = _resolve_channels(channels, [centres[layer.name].shape[1] for layer in layers], exact_limit)
-            maps = []
-            for layer in layers:
-                y = centres[layer.name]  # [B, C]
-                if mode == "exact":
-                    total = torch.zeros(x.shape[-2:], dtype=torch.float64, device=x.device)
-                    for c in range(y.shape[1]):
-                        (gradient,) = torch.autograd.grad(y[:, c].sum(), x, retain_graph=True)
-                        total += gradient.abs().sum(dim=(0, 1)).double()
-                else:
-                    (gradient,) = torch.autograd.grad(y.sum(), x, retain_graph=True)
-                    total = gradient.abs().sum(dim=(0, 1)).double()
-                maps.append(total / y.shape[1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return torch.stack(maps).cpu(), mode, [positions[layer.name] for layer in layers]
+class ReceptiveField(Accumulator):
+    """Sums the ERF maps of each chosen layer's centre over images (§4), from a gradient pass of the driver.
+
+    ``channels``: "exact" (mean over channels of |∂y_c/∂x|, one backward pass per channel), "sum"
+    (|∂Σ_c y_c/∂x| / C, one pass) or "auto" (exact when the layers have at most ``exact_limit``
+    channels in all), settled once from a probe pass so every batch averages channels alike.
+    """
+
+    kind: ClassVar[str] = "receptive_field"
+    needs_grad: ClassVar[bool] = True
+
+    def __init__(self, model: Model, blocks: Sequence[int] | None = None, pre_residual: bool = False,
+                 channels: ChannelAverage = "auto", exact_limit: int = EXACT_LIMIT) -> None:
+        super().__init__([model])
+        self.model, self.pre_residual = model, pre_residual
+        self.chosen = receptive_field_layers(model, blocks, pre_residual)
+        input_size = model.preprocessing.input_size
+        with Capture(model, self.chosen) as capture:
+            shapes = {name: tuple(t.shape) for name, t in capture(torch.zeros(1, *input_size, device=model.device), preprocess=False).items()}
+        self.centres = [centre_position(model, layer, shapes[layer.name])[1] for layer in self.chosen]
+        self.mode = _resolve_channels(channels, [shapes[layer.name][-1 if layer.kind == "tokens" else 1] for layer in self.chosen], exact_limit)
+        self.add_state("maps", torch.zeros(len(self.chosen), *input_size[1:], dtype=torch.float64))
+
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.chosen}
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        outputs = {layer.name: activation(activations, self.model, layer) for layer in self.chosen}
+        maps, _ = receptive_field_maps(self.model, outputs, batch.inputs[self.model.name], self.chosen, self.mode)
+        self.accumulate(maps=maps)
+        self.count(batch)
+
+    def compute(self) -> ReceptiveFieldResult:
+        total = (self.state("maps") / self.num_images).numpy()
+        layers, centres = self.chosen, self.centres
+        scale = total.reshape(len(layers), -1).max(axis=1)
+        zero = [layer.name for layer, s in zip(layers, scale) if not s > 0]
+        if zero:  # e.g. a zero-initialised residual branch: kept as an all-zero map, radii NaN
+            warnings.warn(f"{self.model.spec}: the ERF of {zero} is 0 everywhere (constant in the input); radii are NaN", RuntimeWarning, stacklevel=2)
+        normalised = total / np.where(scale > 0, scale, 1.0)[:, None, None]
+        arrays = {
+            "maps": normalised,
+            "radius_50": np.array([mass_radius(m, c, 0.5) for m, c in zip(normalised, centres)]),
+            "radius_90": np.array([mass_radius(m, c, 0.9) for m, c in zip(normalised, centres)]),
+            "centre": np.array(centres, dtype=np.float64),
+            "blocks": np.array([layer.block for layer in layers]),
+            "scale": scale,
+        }
+        metadata = {
+            "model": self.model.name,
+            "model_spec": self.model.spec,
+            "layers": [layer.name for layer in layers],
+            "zero_layers": zero,
+            "roles": [layer.role for layer in layers],
+            "pre_residual": self.pre_residual,
+            "channel_average": self.mode,
+            "channel_average_meaning": (
+                "mean over channels of |dy_c/dx| (exact)" if self.mode == "exact" else "|d(sum_c y_c)/dx| / C (gradient of the channel sum)"
+            ),
+            "input_size": list(self.model.preprocessing.input_size),
+            "gradient_of": "preprocessed model input, |.| summed over input channels, mean over images, normalised by the max",
+            "n": self.num_images,
+        }
+        return ReceptiveFieldResult(arrays=arrays, metadata=metadata)
 
 
 def mass_radius(erf: np.ndarray, centre: tuple[float, float], fraction: float) -> float:
@@ -196,46 +233,5 @@ def effective_receptive_fields(
     (|∂Σ_c y_c/∂x| / C, one pass) or "auto" (exact when the layers have at most ``exact_limit``
     channels in all). Maps are normalised by their maximum; radii hold 50% and 90% of the mass.
     """
-    layers = receptive_field_layers(model, blocks, pre_residual)
-    started = time.perf_counter()
-    total, mode, centres = None, channels, []
-    for images, _, _ in iterate_batches(dataset, batch_size, n=n, shuffle=True, seed=seed):
-        maps, mode, centres = receptive_field_maps(model, images, layers, channels, exact_limit)
-        total = maps if total is None else total + maps
-        channels = mode  # every batch averages channels the same way
-    total = (total / n).numpy()
-    scale = total.reshape(len(layers), -1).max(axis=1)
-    zero = [layer.name for layer, s in zip(layers, scale) if not s > 0]
-    if zero:  # e.g. a zero-initialised residual branch: kept as an all-zero map, radii NaN
-        warnings.warn(f"{model.spec}: the ERF of {zero} is 0 everywhere (constant in the input); radii are NaN", RuntimeWarning, stacklevel=2)
-    normalised = total / np.where(scale > 0, scale, 1.0)[:, None, None]
-    arrays = {
-        "maps": normalised,
-        "radius_50": np.array([mass_radius(m, c, 0.5) for m, c in zip(normalised, centres)]),
-        "radius_90": np.array([mass_radius(m, c, 0.9) for m, c in zip(normalised, centres)]),
-        "centre": np.array(centres, dtype=np.float64),
-        "blocks": np.array([layer.block for layer in layers]),
-        "scale": scale,
-    }
-    metadata = {
-        "model": model.name,
-        "model_spec": model.spec,
-        "model_fingerprint": model.fingerprint(),
-        "layers": [layer.name for layer in layers],
-        "zero_layers": zero,
-        "roles": [layer.role for layer in layers],
-        "pre_residual": pre_residual,
-        "channel_average": mode,
-        "channel_average_meaning": (
-            "mean over channels of |dy_c/dx| (exact)" if mode == "exact" else "|d(sum_c y_c)/dx| / C (gradient of the channel sum)"
-        ),
-        "input_size": list(model.preprocessing.input_size),
-        "gradient_of": "preprocessed model input, |.| summed over input channels, mean over images, normalised by the max",
-        "data": dataset.spec,
-        "split": dataset.split,
-        "n": n,
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return ReceptiveFieldResult(arrays=arrays, metadata=metadata)
+    accumulator = ReceptiveField(model, blocks, pre_residual, channels, exact_limit)
+    return run([accumulator], dataset, n, batch_size, seed)[0]

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from seelike.analyses import stream
+from seelike.analyses.base import Accumulator, Batch, activation
+from seelike.capture import Capture
 from seelike.data import ImageDataset
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import BLOCK_OUTPUT, Layer, Model
 from seelike.results import Result
@@ -68,14 +70,17 @@ class SkipNormResult(Result):
         return {label: self.arrays[key] for key, label in labels.items() if key in self.arrays}
 
 
-class SkipNorms:
+class SkipNorms(Accumulator):
     """Accumulates per-image skip/branch norm ratios of every block (Fig 7).
 
-    ``update`` takes one batch of activations (keys ``layer`` or ``model/layer``) holding
-    :attr:`layers`; the state is sums of per-image ratios plus counts, so ``merge`` adds them.
+    State: sums of per-image ratios, per block the batches where a residual equals its branch (a
+    removed skip) and the images whose branch norm is 0, and the batch count; all summed.
     """
 
+    kind: ClassVar[str] = "skip_norms"
+
     def __init__(self, model: Model) -> None:
+        super().__init__([model])
         self.model = model
         blocks = sorted({layer.block for layer in model.layers if layer.block is not None})
         roles = {block: {layer.role for layer in model.layers if layer.block == block} for block in blocks}
@@ -91,7 +96,7 @@ class SkipNorms:
                 "branch: ResNet, BiT). A plain CNN has no skips; see `seelike layers MODEL --all` for its roles."
             )
         self.roles: dict[int, dict[str, Layer]] = {b: {role: model.role(b, role) for role in wanted} for b in self.blocks}
-        self.layers: list[Layer] = [layer for b in self.blocks for layer in self.roles[b].values()]
+        self.role_layers: list[Layer] = [layer for b in self.blocks for layer in self.roles[b].values()]
         # skips removed by construction (own ViT: Block.attention_skip / mlp_skip); others are found numerically
         self._declared = np.zeros((len(self.blocks), 2), dtype=bool)
         if self.structure == "prenorm":
@@ -104,68 +109,69 @@ class SkipNorms:
                     f"every skip connection of {model.spec} is removed, so there is no skip/branch ratio to measure; "
                     "use a model that keeps at least one skip (e.g. seelike:vit, or no_attention_skip=[i] for one block)."
                 )
-        self._sums: Tensor | None = None  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
-        self._tokens: list[int] = []  # tokens per block (fewer in a Swin's later stages; the rest of T is NaN)
-        self._equal_batches = np.zeros((len(self.blocks), 2), dtype=np.int64)  # batches where residual == branch
-        self._zero_branch = np.zeros((len(self.blocks), 2), dtype=np.int64)  # images whose branch norm is 0
-        self.num_images = 0
-        self.num_batches = 0
+        self._channels_first = self._channels_first_branches() if self.structure == "prenorm" else set()
+        self.add_state("sums")  # [K, 2, T] (pre-norm) or [K, 1, 1] (residual), float64 on the CPU
+        self.add_state("equal_batches", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # residual == branch
+        self.add_state("zero_branch", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # images with branch norm 0
+        self.add_state("batches", torch.zeros((), dtype=torch.int64))
+        # tokens per block: fewer in a hierarchical model's later stages (Swin), whose rows of T are NaN-padded
+        layouts = [model.layout_of(self.roles[b]["input"]) for b in self.blocks]
+        self._tokens = [layout.num_prefix_tokens + layout.num_patches if layout else None for layout in layouts]
 
-    def _tensor(self, activations: Mapping[str, Tensor], layer: Layer) -> Tensor:
-        for key in (f"{self.model.name}/{layer.name}", layer.name):
-            if key in activations:
-                return activations[key]
-        raise InvalidInputError(f"the activations hold no {layer.name!r} of {self.model.name}; capture SkipNorms(model).layers")
+    def _channels_first_branches(self) -> set[str]:
+        """Keys of mixing branches that come out as [B, D, T] (a Mixer's token MLP), from one probe image."""
+        with Capture(self.model, self.role_layers) as capture:
+            shapes = {name: tuple(t.shape) for name, t in capture(
+                torch.zeros(1, *self.model.preprocessing.input_size, device=self.model.device), preprocess=False).items()}
+        found = set()
+        for b in self.blocks:
+            branch, tokens = self.roles[b]["attn"], shapes[self.roles[b]["input"].name]
+            if branch.kind != "tokens" and len(shapes[branch.name]) == 3 and shapes[branch.name][1:] == tokens[1:][::-1]:
+                found.add(f"{self.model.name}/{branch.name}")
+        return found
 
-    def update(self, activations: Mapping[str, Tensor]) -> None:
-        """Add one batch: the role tensors of every block ([B, T, D] tokens or [B, C, H, W] maps)."""
+    def layers(self) -> dict[str, list[Layer]]:
+        return {self.model.name: self.role_layers}
+
+    def reduce(self, key: str, tensor: Tensor) -> Tensor:
+        """Per-token L2 norms [B, T] over channels (pre-norm), or per-image norms [B, 1] over C·H·W (residual)."""
+        if self.structure == "residual":
+            return _norm(tensor.flatten(1), channels=-1)[:, None]
+        if key in self._channels_first:  # a Mixer's token-mixing branch, [B, D, T]
+            return _norm(tensor, channels=1)
+        return _norm(tensor, channels=-1)
+
+    def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
+        """Add one batch: the norms of every block's role tensors (see :meth:`reduce`)."""
         rows, equal, zero = [], [], []
         for b in self.blocks:
-            get = {role: self._tensor(activations, layer) for role, layer in self.roles[b].items()}
-            batch = next(iter(get.values())).shape[0]
+            norm = {role: activation(activations, self.model, layer) for role, layer in self.roles[b].items()}
             if self.structure == "prenorm":
-                z, a = get["input"], _as_tokens(get["attn"], get["input"], self.roles[b]["attn"])
-                pairs = ((z, a, get["attn_residual"]), (get["attn_residual"], get["mlp"], get[BLOCK_OUTPUT]))
-                norms = [(_norm(skip, channels=-1), _norm(branch, channels=-1)) for skip, branch, _ in pairs]
+                pairs = ((norm["input"], norm["attn"], norm["attn_residual"]), (norm["attn_residual"], norm["mlp"], norm[BLOCK_OUTPUT]))
+                for skip, branch, _ in pairs:
+                    if skip.shape != branch.shape:
+                        raise InvalidInputError(f"block {b}: branch of {branch.shape[1]} tokens does not match its input's {skip.shape[1]}")
+                # a removed skip leaves the residual equal to its branch: every token's norm equal, exactly
                 equal.append([torch.equal(residual, branch) for _, branch, residual in pairs])
+                norms = [(skip, branch) for skip, branch, _ in pairs]
             else:
-                norms = [(_norm(get["shortcut"].flatten(1), channels=-1)[:, None], _norm(get["branch"].flatten(1), channels=-1)[:, None])]
+                norms = [(norm["shortcut"], norm["branch"])]
                 equal.append([False, False])
             rows.append(torch.stack([(skip / branch).sum(dim=0) for skip, branch in norms]))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
-        self._tokens = [row.shape[-1] for row in rows]  # a hierarchical model (Swin) has fewer tokens in later stages: NaN-padded
-        tokens = max(self._tokens)
-        state = torch.stack([torch.nn.functional.pad(row, (0, tokens - row.shape[-1]), value=float("nan")) for row in rows]).cpu()
-        if self._sums is not None and self._sums.shape != state.shape:
-            raise InvalidInputError(f"{self.model.spec}: batch gives ratios of shape {tuple(state.shape)}, earlier batches {tuple(self._sums.shape)}: feed every batch at the model's input size (Model.preprocess does)")
-        self._sums = state if self._sums is None else self._sums + state
-        self._equal_batches += np.array(equal, dtype=np.int64)
-        self._zero_branch += np.array(zero, dtype=np.int64)
-        self.num_images += batch
-        self.num_batches += 1
+        tokens = max(row.shape[-1] for row in rows)
+        rows = [torch.nn.functional.pad(row, (0, tokens - row.shape[-1]), value=float("nan")) for row in rows]
+        self.accumulate(sums=torch.stack(rows).cpu(), equal_batches=torch.tensor(equal, dtype=torch.int64),
+                        zero_branch=torch.tensor(zero, dtype=torch.int64), batches=torch.tensor(1))
+        self.count(batch)
 
-    def merge(self, other: SkipNorms) -> None:
-        """Add another accumulator's sums (same model: another shard or rank)."""
-        if not isinstance(other, SkipNorms) or [l.name for l in other.layers] != [l.name for l in self.layers]:
-            raise InvalidInputError("merge() takes a SkipNorms over the same model")
-        if other._sums is None:
-            return
-        self._sums = other._sums.clone() if self._sums is None else self._sums + other._sums
-        self._tokens = self._tokens or list(other._tokens)
-        self._equal_batches += other._equal_batches
-        self._zero_branch += other._zero_branch
-        self.num_images += other.num_images
-        self.num_batches += other.num_batches
-
-    def result(self, metadata: Mapping[str, Any] | None = None) -> SkipNormResult:
+    def compute(self) -> SkipNormResult:
         """Mean per-image ratios; NaN where a skip is removed (warned and recorded)."""
-        if self._sums is None:
-            raise InvalidInputError("SkipNorms.result() needs at least one update(); no batch has been seen")
-        means = (self._sums / self.num_images).numpy()
-        removed = self._declared | (self._equal_batches == self.num_batches)
+        means = (self.state("sums") / self.num_images).numpy()
+        removed = self._declared | (self.state("equal_batches").numpy() == int(self.state("batches")))
         blocks = np.array(self.blocks)
         computed: dict[str, Any] = {"model": self.model.name, "model_spec": self.model.spec, "family": self.model.family,
-                                    "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.layers]}
+                                    "structure": self.structure, "n": self.num_images, "layers": [l.name for l in self.role_layers]}
         if self.structure == "prenorm":
             if removed.all():
                 raise InvalidInputError(
@@ -189,25 +195,17 @@ class SkipNorms:
         else:
             arrays = {"blocks": blocks, "shortcut_over_branch": means[:, 0, 0]}
             computed.update(no_skip={}, ratios="‖shortcut‖/‖branch‖, L2 over C·H·W, mean of per-image ratios")
-        zero_branch = {branch: blocks[self._zero_branch[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
+        zero_counts = self.state("zero_branch").numpy()
+        zero_branch = {branch: blocks[zero_counts[:, i] > 0].tolist() for i, branch in enumerate(BRANCHES if self.structure == "prenorm" else ("branch",))}
         if any(zero_branch.values()):
             warnings.warn(f"{self.model.spec}: branches exactly zero for some images in blocks {zero_branch}: ratio inf "
                           "(a zero-initialised branch, e.g. a random-init ResNet's last BN)", RuntimeWarning, stacklevel=2)
         computed["zero_branch"] = zero_branch
-        return SkipNormResult(arrays=arrays, metadata={**computed, **dict(metadata or {})})
+        return SkipNormResult(arrays=arrays, metadata=computed)
 
 
 def _norm(x: Tensor, channels: int) -> Tensor:
     return torch.linalg.vector_norm(x.to(torch.float64), dim=channels)
-
-
-def _as_tokens(branch: Tensor, tokens: Tensor, layer: Layer) -> Tensor:
-    """A Mixer's token-mixing branch comes out as [B, D, T]: turn it into [B, T, D] like ``tokens``."""
-    if layer.kind != "tokens" and branch.ndim == 3 and branch.shape[1:] == tokens.shape[1:][::-1]:
-        return branch.transpose(1, 2)
-    if branch.shape != tokens.shape:
-        raise InvalidInputError(f"{layer.name}: branch of shape {tuple(branch.shape)} does not match its block input {tuple(tokens.shape)}")
-    return branch
 
 
 def skip_norm_ratios(
@@ -219,7 +217,7 @@ def skip_norm_ratios(
     progress: bool | None = None,
 ) -> SkipNormResult:
     """Skip/branch norm ratios of every block of ``model`` on ``n`` images of ``dataset`` (Fig 7; default: all)."""
-    return stream(SkipNorms(model), model, dataset, n, batch_size, seed, progress)
+    return run([SkipNorms(model)], dataset, n, batch_size, seed, progress=progress)[0]
 
 
 def neighbour_cka(result: CKAResult, model: str, block: int) -> float:
