@@ -115,7 +115,7 @@ class SkipNorms(Accumulator):
         self.add_state("zero_branch", torch.zeros(len(self.blocks), 2, dtype=torch.int64))  # images with branch norm 0
         self.add_state("batches", torch.zeros((), dtype=torch.int64))
         # tokens per block: fewer in a hierarchical model's later stages (Swin), whose rows of T are NaN-padded
-        layouts = [model.layout_of(self.roles[b]["input"]) for b in self.blocks]
+        layouts = [model.layout_of(self.roles[b]["input"]) if self.structure == "prenorm" else None for b in self.blocks]
         self._tokens = [layout.num_prefix_tokens + layout.num_patches if layout else None for layout in layouts]
 
     def _channels_first_branches(self) -> set[str]:
