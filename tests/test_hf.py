@@ -157,8 +157,8 @@ def test_swin_attention_distance_within_windows_matches_the_hand_computed_case(l
     if loader == "hf":
         model = load_model(_swin_hf(tmp_path))
     else:
-        model = load_model('timm:swin_tiny_patch4_window7_224?img_size=16&patch_size=4&window_size=2&embed_dim=4&depths=[1]'
-                           '&num_heads=[1]&depths=[2]')
+        model = load_model('timm:swin_tiny_patch4_window7_224?img_size=16&patch_size=4&window_size=2&embed_dim=4&depths=[2]'
+                           '&num_heads=[1]')
         _zero_attention(model.module)
     windows = [model.layout_of(layer) for layer in model.attention_layers()]
     assert [(w.grid, w.patch_size) for w in windows] == [((2, 2), 4), ((2, 2), 4)]
