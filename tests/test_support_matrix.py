@@ -152,3 +152,31 @@ def test_timm_eva_attention_maps_match_its_own_softmax(name):
     assert len(maps) == len(reference) == 2
     for ours, theirs in zip(maps, reference):
         torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["attention_distance", "skip_norms"])
+def test_swin_state_merges_like_one_pass(kind):
+    """Swin's per-stage head and token counts (NaN-padded state) merge across halves of the data like one pass."""
+    from seelike.analyses.attention_distance import AttentionDistance
+    from seelike.analyses.skip_norms import SkipNorms
+    from seelike.data import load_dataset
+    from seelike.driver import feed
+
+    model = load_model(next(f for f in FAMILIES if family_id(f) == "timm-swin").build(Path()))
+    data = load_dataset("synthetic:n=16,size=32,channels=3,classes=2,seed=0")
+    order = torch.arange(16)
+    batches = [(data.images(order[i:i + 4]), torch.as_tensor(data.labels)[order[i:i + 4]], order[i:i + 4]) for i in range(0, 16, 4)]
+    make = (lambda: AttentionDistance(model)) if kind == "attention_distance" else (lambda: SkipNorms(model))
+    whole, first, second = make(), make(), make()
+    feed([whole], batches, progress=False)
+    feed([first], batches[:1], progress=False)
+    feed([second], batches[1:], progress=False)
+    first.merge(second)
+    for name, value in whole.state_dict().items():
+        torch.testing.assert_close(first.state_dict()[name].double(), value.double(), rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert first.num_images == whole.num_images == 16
+    result = whole.compute()
+    if kind == "attention_distance":  # stage 0 has 2 heads, stage 1 has 4: NaN only beyond a stage's heads
+        assert np.isnan(result.distance).sum(axis=1).tolist() == [2, 2, 0, 0]
+    else:  # stage 0 has 16×16 tokens, stage 1 8×8: the spatial mean reads each block's own tokens
+        assert np.isfinite(result["attention_spatial"]).all() and np.isnan(result["attention_per_token"][2:, 64:]).all()
