@@ -290,3 +290,25 @@ def test_batches_n_too_large_and_plain_dataset() -> None:
     plain = torch.utils.data.TensorDataset(torch.rand(9, 1, 2, 2), torch.arange(9))
     sizes = [(len(x), y.tolist()) for x, y, _ in iterate_batches(plain, 4)]
     assert sizes == [(4, [0, 1, 2, 3]), (5, [4, 5, 6, 7, 8])]
+
+
+def test_an_image_folder_is_sampled_class_balanced_reading_only_the_images_it_uses(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from seelike import data as data_module
+
+    for k, count in enumerate((30, 12, 5)):  # unequal classes, as real folders are
+        (tmp_path / f"class{k}").mkdir()
+        for i in range(count):
+            Image.new("RGB", (8, 8), (10 * k, i, 0)).save(tmp_path / f"class{k}" / f"{i}.png")
+    dataset = load_dataset(f"imagefolder:{tmp_path}", image_size=8)
+    order = iterate_batches(dataset, 4, n=12, shuffle=True, seed=3).order
+    assert torch.bincount(dataset.labels[order], minlength=3).tolist() == [4, 4, 4]
+    assert torch.equal(order, iterate_batches(dataset, 4, n=12, shuffle=True, seed=3).order)  # every rank, every run
+    big = iterate_batches(dataset, 4, n=30, shuffle=True, seed=3).order  # class 2 runs out: the others fill in
+    assert torch.bincount(dataset.labels[big], minlength=3).tolist() == [13, 12, 5] and len(set(big.tolist())) == 30
+    read = []
+    monkeypatch.setattr(data_module, "load_image", lambda path, size: read.append(path) or torch.zeros(3, size, size))
+    for _ in iterate_batches(dataset, 4, n=12, shuffle=True, seed=3):
+        pass
+    assert len(read) == 12  # not one image more than the sample

@@ -11,9 +11,9 @@ from seelike.models.zoo import (
     RECIPES,
     manifests,
     sha256,
-    verify,
     zoo_checkpoint,
 )
+from seelike.zoo_training import verify
 
 SHIPPED = manifests()
 MANIFEST_FIELDS = {"name", "arch", "parameters", "test_accuracy", "target_accuracy", "epochs", "steps", "fraction",
@@ -55,7 +55,7 @@ def test_unshipped_and_unknown_names_say_what_to_do(monkeypatch):
 
     monkeypatch.setattr(zoo, "manifests", lambda: {})
     monkeypatch.setattr(zoo, "zoo_dir", lambda: zoo.Path("/nonexistent"))
-    with pytest.raises(ModelLoadError, match="seelike zoo train vit-cls"):
+    with pytest.raises(ModelLoadError, match="seelike zoo train vit-cls --out DIR"):
         zoo_checkpoint("vit-cls")
     with pytest.raises(ModelLoadError, match="Closest: vit-cls"):
         zoo_checkpoint("vit-clss")

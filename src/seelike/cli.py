@@ -2,32 +2,188 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
+import json
 import logging
+import os
+import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from seelike.errors import SeelikeError
+from seelike.errors import InvalidInputError, OutputError, SeelikeError
 
-app = typer.Typer(help="Do vision models see alike? The analyses of Raghu et al. (2021) for any vision model.", no_args_is_help=True)
+
+class SeelikeGroup(TyperGroup):
+    """Runs a command so that any :class:`SeelikeError` ends it with its one-line message (exit 2), never a
+    traceback, and finishes the output folders it prepared (see :func:`_prepare_out`) only when it succeeded."""
+
+    def invoke(self, ctx: Any) -> Any:
+        folders: list[_OutputFolder] = []
+        token = _OUTPUT_FOLDERS.set(folders)
+        try:
+            result = super().invoke(ctx)
+            for folder in folders:
+                folder.finish()
+            return result
+        except SeelikeError as error:
+            _fail(error)
+        finally:
+            _OUTPUT_FOLDERS.reset(token)
+            for folder in folders:
+                folder.release()
+
+
+app = typer.Typer(cls=SeelikeGroup, help="Do vision models see alike? The analyses of Raghu et al. (2021) for any vision model.",
+                  no_args_is_help=True)
 zoo_app = typer.Typer(help="seelike's shipped small models: list, verify, train.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 console = Console()
 
 DataOption = Annotated[str, typer.Option("--data", help="fashion-mnist | cifar10 | imagefolder:PATH | synthetic[:...]")]
-OutOption = Annotated[Path, typer.Option("--out", help="output folder")]
+OutOption = Annotated[Path, typer.Option("--out", help="output folder (a rerun replaces what the last run wrote there)")]
+SkipBadImagesOption = Annotated[bool, typer.Option("--skip-bad-images", help="drop unreadable image files (listed in the result) "
+                                                   "instead of stopping at the first")]
+METHODS = "docs/methods.md"  # the methods notes the help cites (the paper's sections, one by one)
+#: the output folders the running command prepared (set by SeelikeGroup.invoke): finished on success, always released
+_OUTPUT_FOLDERS: contextvars.ContextVar[list | None] = contextvars.ContextVar("seelike_output_folders", default=None)
+OUTPUTS_RECORD = ".seelike-outputs.json"  # what the last run wrote into a folder, so a rerun can clear it
+LOCK_FILE = ".seelike.lock"
+MIN_FREE_BYTES = 16 << 20
 
 
 def _fail(error: SeelikeError) -> None:
-    console.print(f"[red]error:[/red] {error}")
+    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+class _OutputFolder:
+    """An output folder checked and locked before the work starts (see :func:`_prepare_out`)."""
+
+    def __init__(self, path: Path, clean: bool) -> None:
+        self.path, self.clean, self.lock = path, clean, None
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"--out {path} is a file, not a folder; choose a folder")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.lock = open(path / LOCK_FILE, "a+")  # noqa: SIM115 (held until release)
+        except OSError as error:
+            raise OutputError(f"cannot write into --out {path}: {error.strerror or error}; choose another folder") from None
+        try:
+            import fcntl
+
+            fcntl.flock(self.lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock, the content hash of each result still catches a mix
+            pass
+        except OSError:
+            self.lock.seek(0)
+            holder = self.lock.read().strip() or "unknown"
+            self.lock.close()
+            self.lock = None
+            raise OutputError(f"another seelike run (pid {holder}) is writing into {path}; wait for it to finish or use another --out") from None
+        self.lock.seek(0)
+        self.lock.truncate()
+        self.lock.write(str(os.getpid()))
+        self.lock.flush()
+        free = shutil.disk_usage(path).free
+        if free < MIN_FREE_BYTES:
+            self.release()
+            raise OutputError(f"--out {path} has only {free >> 10} KiB free; free some space or choose another folder")
+        self.before = self._snapshot()
+        self.previous = self._read_record()
+
+    def _files(self) -> Iterator[Path]:
+        """The files a command writes: in the folder and one level down (``OUT/<model>/``); never a deep walk of
+        whatever folder ``--out`` names."""
+        for entry in self.path.iterdir():
+            children = entry.iterdir() if entry.is_dir() and not entry.is_symlink() else [entry]
+            yield from (child for child in children if child.is_file() and child.name not in (LOCK_FILE, OUTPUTS_RECORD))
+
+    def _snapshot(self) -> dict[str, tuple[int, int, int]]:
+        """(inode, size, mtime) of every file: a file whose entry changes during the run was written by it."""
+        snapshot = {}
+        for file in self._files():
+            stat = file.stat()
+            snapshot[str(file.relative_to(self.path))] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        return snapshot
+
+    def _read_record(self) -> set[str]:
+        try:
+            names = json.loads((self.path / OUTPUTS_RECORD).read_text())
+            return {n for n in names if isinstance(n, str) and ".." not in Path(n).parts and not Path(n).is_absolute()
+                    and len(Path(n).parts) <= 2}
+        except (OSError, ValueError, TypeError):
+            return set()
+
+    def finish(self) -> None:
+        """Record what this run wrote; with ``clean``, remove what the previous run wrote and this one did not."""
+        written = {name for name, entry in self._snapshot().items() if self.before.get(name) != entry}
+        if self.clean:
+            for name in sorted(self.previous - written):
+                stale = self.path / name
+                stale.unlink(missing_ok=True)
+                if stale.parent != self.path and not any(stale.parent.iterdir()):
+                    stale.parent.rmdir()
+        else:
+            written |= {name for name in self.previous if (self.path / name).is_file()}
+        from seelike.results import atomic_write_text
+
+        try:
+            atomic_write_text(self.path / OUTPUTS_RECORD, json.dumps(sorted(written), indent=1))
+        except OSError as error:  # the results are written; only the next run's clean-up would miss them
+            logging.getLogger(__name__).warning("could not record the outputs in %s: %s", self.path, error)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+            self.lock.close()
+            self.lock = None
+
+
+def _prepare_out(out: Path, clean: bool = True) -> Path:
+    """Check ``--out`` before any work (a folder we can write, not a file, with free space) and lock it against a
+    second run into it. When the command succeeds, what a previous run wrote there and this one did not (figures
+    of other models, say) is removed (``clean``), so the folder never mixes two runs; files seelike did not write
+    are never touched."""
+    folder = _OutputFolder(Path(out), clean)
+    active = _OUTPUT_FOLDERS.get()
+    if active is not None:
+        active.append(folder)
+    else:  # called outside a command (from Python): nothing will finish it, so hold no lock
+        folder.release()
+    return out
+
+
+def _record_data(result: Any, *datasets: Any) -> Any:
+    """The result with how its images were chosen (skipped files, held-out split) added to its metadata."""
+    provenance: dict[str, Any] = {}
+    for dataset in datasets:
+        provenance.update(getattr(dataset, "provenance", {}))
+    if not provenance:
+        return result
+    return dataclasses.replace(result, metadata={**result.metadata, "data_provenance": provenance})
+
+
+def _load_data(data: str, split: str, skip_bad_images: bool, **kwargs: Any) -> Any:
+    from seelike.data import load_dataset
+
+    dataset = load_dataset(data, split=split, skip_bad_images=skip_bad_images, **kwargs)
+    if skip_bad_images:
+        dataset.provenance.setdefault("skipped_images", [])
+        if dataset.provenance["skipped_images"]:
+            console.print(f"[yellow]skipped {len(dataset.provenance['skipped_images'])} unreadable image(s)[/yellow] "
+                          f"(listed in the result): {dataset.provenance['skipped_images'][0]}, ...")
+    return dataset
 
 
 @app.callback()
@@ -69,10 +225,9 @@ def train(
     device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
 ) -> None:
     """Train one of seelike's own models (resumes when OUT holds an interrupted run)."""
-    import json
-
     from seelike.train import TrainConfig, Trainer
 
+    _prepare_out(out, clean=False)
     try:
         model_config = {}
         for item in config:
@@ -128,23 +283,26 @@ def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table
 def zoo_train(
     names: Annotated[list[str], typer.Argument(help="zoo names (see `seelike zoo list`)")],
     runs: Annotated[Path, typer.Option(help="where training runs (and their resumable checkpoints) live")] = Path("runs/zoo"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="where the fp16 weights and manifest are published (default: RUNS/published; "
+                                                "the shipped zoo inside the package is replaced only if you name its folder here)")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
 ) -> None:
-    """Train zoo models from their recipes and publish them into the installed zoo."""
-    from seelike.models.zoo import train_zoo_model
+    """Train zoo models from their recipes and publish them (fp16 weights + manifest) into OUT."""
+    from seelike.zoo_training import train_zoo_model
 
+    destination = _prepare_out(out if out is not None else runs / "published", clean=False)
     for name in names:
-        try:
-            manifest = train_zoo_model(name, runs, on_epoch=_print_epoch, device=device)
-        except SeelikeError as error:
-            _fail(error)
-        console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min")
+        _prepare_out(runs / name, clean=False)  # two trainings of one recipe must not share a checkpoint folder
+        manifest = train_zoo_model(name, runs, destination, on_epoch=_print_epoch, device=device)
+        console.print(f"{name}: test accuracy {manifest['test_accuracy']:.2%} (fp16), {manifest['train_seconds'] / 60:.1f} min; "
+                      f"load it as {destination / (name + '.safetensors')}")
 
 
 @zoo_app.command("verify")
 def zoo_verify(names: Annotated[Optional[list[str]], typer.Argument()] = None, hash_only: bool = False) -> None:
     """Check each shipped model's hash and re-evaluate its test accuracy."""
-    from seelike.models.zoo import manifests, verify
+    from seelike.models.zoo import manifests
+    from seelike.zoo_training import verify
 
     failed = False
     for name in names or list(manifests()):
@@ -187,16 +345,17 @@ def cka(
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged, as in the paper")] = 1,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Minibatch CKA heatmaps (paper Fig 1-2): every layer of every model against every other."""
     from seelike.analyses.layer_similarity import layer_similarity
-    from seelike.data import load_dataset
     from seelike.plots import heatmap_figures
 
+    _prepare_out(out)
     try:
         loaded = _load_models(models, device)
-        dataset = load_dataset(data, split=split, image_size=None)
-        result = layer_similarity(loaded, dataset, n=n, batch_size=batch_size, layers=layers, repeats=repeats, seed=seed)
+        dataset = _load_data(data, split, skip_bad_images, image_size=None)
+        result = _record_data(layer_similarity(loaded, dataset, n=n, batch_size=batch_size, layers=layers, repeats=repeats, seed=seed), dataset)
     except SeelikeError as error:
         _fail(error)
     result.save(out)
@@ -238,6 +397,8 @@ def study(
 
     if preset not in PRESET_MODELS:
         _fail(SeelikeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_MODELS)}"))
+    if not plan:
+        _prepare_out(out, clean=False)  # the folder holds the study's cache: checked and locked, never cleared
     roles = dict(PRESET_MODELS[preset])
     for item in models or []:
         role, _, spec = item.partition("=")
@@ -288,16 +449,17 @@ def skips(
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
-    from seelike.data import load_dataset
     from seelike.plots import plot_skip_norms, save_figure
 
+    _prepare_out(out)
     with _reporting():
         loaded = _load_models(models, device)
-        dataset = load_dataset(data, split=split)
-        results = [skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed) for model in loaded]
+        dataset = _load_data(data, split, skip_bad_images)
+        results = [_record_data(skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed), dataset) for model in loaded]
     folders = [out if len(results) == 1 else out / result.metadata["model"] for result in results]
     for result, folder in zip(results, folders):
         result.save(folder)
@@ -325,17 +487,19 @@ def localize(
     positions: Annotated[Optional[list[str]], typer.Option("--positions", help="ROW,COL grid positions to draw, e.g. '0,0 0,3 3,3' (default: corner, edge, interior)")] = None,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Spatial localization (paper Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
     from seelike.analyses.localization import parse_positions, spatial_localization
-    from seelike.data import load_dataset
     from seelike.plots import plot_localization, save_figure
 
+    _prepare_out(out)
     with _reporting():
         chosen = parse_positions(positions) if positions else None
         loaded = _load_models([model], device)[0]
-        result = spatial_localization(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
-                                      layers=",".join(layer) if layer else None, positions=chosen, seed=seed)
+        dataset = _load_data(data, split, skip_bad_images)
+        result = _record_data(spatial_localization(loaded, dataset, n=n, batch_size=batch_size,
+                                                   layers=",".join(layer) if layer else None, positions=chosen, seed=seed), dataset)
     result.save(out)
     figure = save_figure(plot_localization(result), out / "localization")
     console.print(f"token vs input-cell CKA, {result.metadata['model']}, {result.metadata['n']} images of {result.metadata['data']}:")
@@ -360,18 +524,30 @@ def probe(
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
+    holdout: Annotated[Optional[float], typer.Option(help="test on a seeded, class-balanced FRACTION of the data held out from "
+                                                     "training (default 0.2 when the data has no separate test split)")] = None,
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (paper Fig 11, 13)."""
     from seelike.analyses.probes import probe_layers
-    from seelike.data import load_dataset
+    from seelike.data import holdout_split, shared_images
     from seelike.plots import plot_probe_comparison, plot_probes, save_figure
 
+    _prepare_out(out)
     results = []
     with _reporting():
-        train_set, test_set = load_dataset(data, split="train"), load_dataset(data, split="test")
+        train_set, test_set = _load_data(data, "train", skip_bad_images), _load_data(data, "test", skip_bad_images)
+        if not shared_images(train_set, test_set):
+            if holdout is not None:
+                raise InvalidInputError(f"--holdout is for data without a separate test split, and {data} has one; drop --holdout")
+        else:
+            fraction = 0.2 if holdout is None else holdout
+            train_set, test_set = holdout_split(test_set, fraction, seed)
+            console.print(f"{data} has no separate test images: probes train on {1 - fraction:.0%} and test on a disjoint, "
+                          f"class-balanced {fraction:.0%} (seed {seed}; recorded in the result)")
         for model in _load_models(models, device):
-            results.append(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
-                                        readouts=readouts, shots=shots or None, samples=samples, seed=seed))
+            results.append(_record_data(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
+                                                     readouts=readouts, shots=shots or None, samples=samples, seed=seed), train_set, test_set))
     for result in results:
         folder = out if len(results) == 1 else out / result.model
         result.save(folder)
@@ -407,16 +583,20 @@ def datascale(
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged (their spread gives the standard error)")] = 1,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (paper Fig 12)."""
     from seelike.analyses.data_scale import data_scale
-    from seelike.data import load_dataset
     from seelike.plots import plot_data_scale, save_figure
+    from seelike.validation import check_same_architecture
 
+    _prepare_out(out)
     with _reporting():
         loaded = _load_models([reference, *others, baseline], device)
-        result = data_scale(loaded[0], loaded[1:-1], loaded[-1], load_dataset(data, split=split), n=n,
-                            batch_size=batch_size, repeats=repeats, seed=seed)
+        check_same_architecture(loaded[0], loaded[1:])
+        dataset = _load_data(data, split, skip_bad_images)
+        result = _record_data(data_scale(loaded[0], loaded[1:-1], loaded[-1], dataset, n=n,
+                                         batch_size=batch_size, repeats=repeats, seed=seed), dataset)
     result.save(out)
     figure = save_figure(plot_data_scale(result), out / "data_scale")
     meta = result.metadata
@@ -444,8 +624,6 @@ def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        from seelike.errors import InvalidInputError
-
         raise InvalidInputError(f"blocks must be comma-separated integers such as '0,3,5', got {text!r}") from None
 
 
@@ -460,19 +638,25 @@ def attention(
     blocks: Annotated[Optional[str], typer.Option(help="blocks in the per-block figure, e.g. '0,3,5' (default: first, middle, last)")] = None,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Mean attention distance of every head of every block (paper Fig 3, PAPER.md §2)."""
+    """Mean attention distance of every head of every block (Raghu et al. 2021, Fig 3; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import attention_distances
-    from seelike.data import load_dataset
     from seelike.plots import attention_distance_figures
+    from seelike.validation import check_blocks, check_vit
 
+    _prepare_out(out)
     try:
+        chosen = _parse_blocks(blocks)
         loaded = _load_models([model], device)[0]
-        result = attention_distances(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed)
-        figures = attention_distance_figures(result, out, _parse_blocks(blocks))
+        check_vit(loaded, "MODEL")
+        check_blocks(loaded, chosen)
+        dataset = _load_data(data, split, skip_bad_images)
+        result = _record_data(attention_distances(loaded, dataset, n=n, batch_size=batch_size, seed=seed), dataset)
     except SeelikeError as error:
         _fail(error)
     result.save(out)
+    figures = attention_distance_figures(result, out, chosen)
     meta = result.metadata
     half = result.image_width / 2
     table = Table(title=f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}; "
@@ -502,16 +686,24 @@ def heads(
     cnn_blocks: Annotated[Optional[str], typer.Option(help="CNN units, e.g. '0,1,2' (default: the first half)")] = None,
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (paper Fig 5, PAPER.md §3)."""
+    """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5; docs/methods.md §3)."""
     from seelike.analyses.head_similarity import head_similarity
-    from seelike.data import load_dataset
     from seelike.plots import head_similarity_figures
+    from seelike.validation import check_blocks, check_cnn, check_vit
 
+    _prepare_out(out)
     with _reporting():
+        chosen = _parse_blocks(cnn_blocks)
         vit_model, cnn_model = _load_models([vit, cnn], device)
-        result = head_similarity(vit_model, cnn_model, load_dataset(data, split=split), n=n, batch_size=batch_size, seed=seed,
-                                 block=block, window=window, cnn_blocks=_parse_blocks(cnn_blocks))
+        check_vit(vit_model, "VIT")
+        check_cnn(cnn_model, "CNN")
+        check_blocks(vit_model, [block], "--block")
+        check_blocks(cnn_model, chosen, "--cnn-blocks")
+        dataset = _load_data(data, split, skip_bad_images)
+        result = _record_data(head_similarity(vit_model, cnn_model, dataset, n=n, batch_size=batch_size, seed=seed,
+                                              block=block, window=window, cnn_blocks=chosen), dataset)
     result.save(out)
     figures = head_similarity_figures(result, out)
     meta = result.metadata
@@ -541,16 +733,21 @@ def erf(
     channels: Annotated[str, typer.Option(help="auto | exact (per-channel gradients) | sum (gradient of the channel sum)")] = "auto",
     seed: int = 0,
     device: str = "cpu",
+    skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Effective receptive fields of each block's central position (paper Fig 6, PAPER.md §4)."""
+    """Effective receptive fields of each block's central position (Raghu et al. 2021, Fig 6; docs/methods.md §4)."""
     from seelike.analyses.receptive_field import effective_receptive_fields
-    from seelike.data import load_dataset
     from seelike.plots import receptive_field_figures
+    from seelike.validation import check_blocks
 
+    _prepare_out(out)
     with _reporting():
+        chosen = _parse_blocks(blocks)
         loaded = _load_models([model], device)[0]
-        result = effective_receptive_fields(loaded, load_dataset(data, split=split), n=n, batch_size=batch_size,
-                                            blocks=_parse_blocks(blocks), pre_residual=pre_residual, channels=channels, seed=seed)
+        check_blocks(loaded, chosen)
+        dataset = _load_data(data, split, skip_bad_images)
+        result = _record_data(effective_receptive_fields(loaded, dataset, n=n, batch_size=batch_size, blocks=chosen,
+                                                         pre_residual=pre_residual, channels=channels, seed=seed), dataset)
     result.save(out)
     figures = receptive_field_figures(result, out)
     meta = result.metadata

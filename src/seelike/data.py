@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from seelike.errors import DataNotFoundError, InvalidInputError
+from seelike.errors import BadImageError, DataNotFoundError, InvalidInputError
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -42,7 +42,9 @@ __all__ = [
     "SPLITS",
     "BatchIterator",
     "ImageDataset",
+    "check_disjoint",
     "dataset_spec_string",
+    "holdout_split",
     "iterate_batches",
     "load_dataset",
     "num_batches",
@@ -102,6 +104,13 @@ class ImageDataset(Dataset):
         self.fraction = 1.0
         self.seed = 0
         self.source_indices = torch.arange(len(self.labels))
+        #: what a result must record about how these images were chosen (skipped files, a held-out split)
+        self.provenance: dict[str, Any] = {}
+
+    @property
+    def pool(self) -> str:
+        """Names the images ``source_indices`` index into: two data sets with the same pool can share images."""
+        return f"{self.spec}|{self.split}"
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +145,14 @@ class ImageDataset(Dataset):
         new.labels = self.labels[keep]
         new.source_indices = self.source_indices[keep]
         new.fraction, new.seed = float(fraction) * self.fraction, int(seed)
+        return new
+
+    def _select(self, keep: Tensor, split: str) -> ImageDataset:
+        """A copy holding the images at positions ``keep``, labelled as split ``split``."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.labels, new.source_indices, new.split = self.labels[keep], self.source_indices[keep], split
+        new.provenance = dict(self.provenance)
         return new
 
     def __repr__(self) -> str:
@@ -212,6 +229,11 @@ class FolderImageDataset(ImageDataset):
         self.image_size = image_size
         super().__init__(image_shape=(3, image_size, image_size), **kwargs)
 
+    @property
+    def pool(self) -> str:
+        """The folder read: a folder without train/ and val/ gives the same images to both splits."""
+        return f"imagefolder|{self.source}"
+
     def _read(self, source_indices: Tensor) -> Tensor:
         paths = [self.paths[i] for i in source_indices.tolist()]
         if len(paths) <= 1:
@@ -224,6 +246,25 @@ class FolderImageDataset(ImageDataset):
     def _load(self, path: Path) -> Tensor:
         return load_image(path, self.image_size)
 
+    def drop_bad_images(self) -> list[str]:
+        """Decode every image once and drop the ones that fail (``--skip-bad-images``); returns ``path: reason`` lines."""
+        def problem(path: Path) -> str | None:
+            try:
+                self._load(path)
+            except BadImageError as error:
+                return f"{path}: {error.reason}"
+            return None
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            problems = list(pool.map(problem, self.paths))
+        bad = [i for i, p in enumerate(problems) if p is not None]
+        if bad:
+            keep = torch.tensor([i for i, p in enumerate(problems) if p is None], dtype=torch.long)
+            positions = torch.nonzero(torch.isin(self.source_indices, keep)).flatten()
+            self.labels, self.source_indices = self.labels[positions], self.source_indices[positions]
+            log.warning("imagefolder: skipped %d unreadable image(s): %s", len(bad), "; ".join(problems[i] for i in bad[:5]))
+        return [problems[i] for i in bad]
+
 
 # --------------------------------------------------------------------------------------------------- public API
 
@@ -234,11 +275,14 @@ def load_dataset(
     fraction: float = 1.0,
     seed: int = 0,
     image_size: int | None = None,
+    skip_bad_images: bool = False,
 ) -> ImageDataset:
     """Load a data set by spec (see the module docstring), optionally a class-balanced ``fraction`` of it.
 
     ``image_size`` resizes every image to ``image_size x image_size`` (for ``imagefolder`` it is the crop size,
-    default 224; for the others the native size is kept when it is None).
+    default 224; for the others the native size is kept when it is None). An unreadable image file raises a
+    :class:`BadImageError` naming it when read; with ``skip_bad_images`` every file is decoded up front and the
+    bad ones are dropped, listed in ``dataset.provenance["skipped_images"]``.
     """
     kind, arg = _parse_spec(spec)
     if split not in SPLITS:
@@ -254,6 +298,11 @@ def load_dataset(
         dataset = _load_cifar10(split, size)
     elif kind == "imagefolder":
         dataset = _load_imagefolder(Path(arg), split, size or DEFAULT_IMAGE_SIZE)
+        if skip_bad_images:
+            skipped = dataset.drop_bad_images()
+            dataset.provenance["skipped_images"] = skipped
+            if not len(dataset):
+                raise DataNotFoundError(f"imagefolder: every image in {dataset.source} is unreadable (e.g. {skipped[0]})")
     else:
         params = _parse_synthetic(arg)
         dataset = SyntheticDataset(
@@ -303,6 +352,25 @@ def balanced_subset_indices(labels: Tensor, fraction: float, seed: int = 0, num_
     return torch.sort(torch.cat(kept)).values if kept else torch.empty(0, dtype=torch.long)
 
 
+def balanced_sample(labels: Tensor, n: int, seed: int = 0) -> Tensor:
+    """``n`` positions, class-balanced: per class a seeded permutation, classes taken round-robin, then shuffled.
+
+    Every class gives ``n // classes`` or one more image while it has them (a class that runs out leaves its
+    turns to the others); the draw depends only on the labels, ``n`` and ``seed``.
+    """
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if not 0 <= n <= len(labels):
+        raise InvalidInputError(f"n={n} must lie in 0..{len(labels)} (the images there are)")
+    generator = torch.Generator().manual_seed(int(seed))
+    members = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
+    members = [m[torch.randperm(len(m), generator=generator)] for m in members]
+    rank_in_class = torch.cat([torch.arange(len(m)) for m in members])
+    class_turn = torch.cat([torch.full((len(m),), k) for k, m in enumerate(members)])
+    positions = torch.cat(members)
+    round_robin = positions[torch.argsort(rank_in_class * len(members) + class_turn)][:n]
+    return round_robin[torch.randperm(n, generator=generator)]
+
+
 def num_batches(total: int, batch_size: int, min_batch: int = 4) -> int:
     """How many batches ``iterate_batches`` yields for ``total`` examples."""
     return len(_batch_sizes(total, batch_size, min_batch))
@@ -340,6 +408,9 @@ def iterate_batches(
 ) -> BatchIterator:
     """Minibatches of the first ``n`` examples (a seeded random ``n`` when ``shuffle``), each exactly once.
 
+    An image folder is sampled class-balanced (:func:`balanced_sample`): a few thousand images of an
+    ImageNet validation folder cover every class about equally, the same on every rank and every run.
+
     A last remainder smaller than ``min_batch`` is merged into the previous batch, so no batch is smaller than
     ``min_batch`` and no example is dropped; fewer than ``min_batch`` examples in all is an error.
     ``reshuffle`` > 0 gives the same examples in another seeded order (repeated minibatch CKA).
@@ -352,7 +423,9 @@ def iterate_batches(
     if total > size:
         raise InvalidInputError(f"n={total} is larger than the data set, which has {size} examples")
     sizes = _batch_sizes(total, batch_size, min_batch)
-    if shuffle:
+    if shuffle and isinstance(dataset, FolderImageDataset):  # the labels come from folder names: no image is read
+        order = balanced_sample(dataset.labels, total, seed)
+    elif shuffle:
         order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))[:total]
     else:
         order = torch.arange(total)
@@ -380,20 +453,95 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_image(path: str | Path, image_size: int) -> Tensor:
-    """One image file as float32 ``[3, size, size]`` in [0, 1]: RGB, shorter side ``round(size / 0.875)``, centre crop."""
+    """One image file as float32 ``[3, size, size]`` in [0, 1]: shorter side ``round(size / 0.875)``, centre crop.
+
+    Every PIL mode is scaled by its own range: 8-bit modes (L, RGB, P, CMYK, 1, LA, RGBA; alpha ignored) by 255,
+    16-bit ones (I;16*, and I, which is how PIL opens 16-bit PNG and PGM) by 65535, float (F) as it is; one
+    channel is repeated to three. A file that cannot be decoded raises :class:`BadImageError` naming it.
+    """
     from PIL import Image
 
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        w, h = img.size
-        short = round(image_size / CROP_FRACTION)
-        scale = short / min(w, h)
-        new_w, new_h = (short, max(short, round(h * scale))) if w <= h else (max(short, round(w * scale)), short)
-        img = img.resize((new_w, new_h), Image.BILINEAR)
-        left, top = round((new_w - image_size) / 2), round((new_h - image_size) / 2)
-        img = img.crop((left, top, left + image_size, top + image_size))
-        array = np.asarray(img, dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            limit = Image.MAX_IMAGE_PIXELS  # None when the user has switched PIL's check off
+            if limit and width * height > limit:
+                raise BadImageError(path, f"{width}x{height} pixels, over PIL's decompression-bomb limit of {limit}")
+            if width < 1 or height < 1:
+                raise BadImageError(path, f"empty image ({width}x{height})")
+            img.load()
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+                plane = _crop(Image.fromarray(_unit_range(np.asarray(img), img.mode, path)), image_size)
+                array = np.repeat(np.asarray(plane, dtype=np.float32)[:, :, None], 3, axis=2)
+                return torch.from_numpy(array.copy()).permute(2, 0, 1).clamp_(0.0, 1.0)
+            array = np.asarray(_crop(img.convert("RGB"), image_size), dtype=np.uint8)
+    except BadImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # corrupt, truncated, empty
+        raise BadImageError(path, f"{type(error).__name__}: {str(error).strip() or 'cannot decode'}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def _unit_range(array: np.ndarray, mode: str, path: str | Path) -> np.ndarray:
+    """A single-channel high-depth image as float32 in [0, 1]; values outside the mode's range are refused."""
+    values = array.astype(np.float32)
+    if mode == "F":
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not (np.isfinite(values).all() and low >= 0.0 and high <= 1.0):
+            raise BadImageError(path, f"float image with values in [{low:g}, {high:g}], not [0, 1]; save it as 8 or 16 bit")
+        return values
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise BadImageError(path, "32-bit integer image with values outside 0..65535; save it as 8 or 16 bit")
+    return values / 65535.0
+
+
+def _crop(img: Any, image_size: int) -> Any:
+    """Resize the shorter side to ``round(image_size / 0.875)`` (bilinear) and crop the centre square."""
+    from PIL import Image
+
+    w, h = img.size
+    short = round(image_size / CROP_FRACTION)
+    scale = short / min(w, h)
+    new_w, new_h = (short, max(short, round(h * scale))) if w <= h else (max(short, round(w * scale)), short)
+    img = img.resize((new_w, new_h), Image.BILINEAR)
+    left, top = round((new_w - image_size) / 2), round((new_h - image_size) / 2)
+    return img.crop((left, top, left + image_size, top + image_size))
+
+
+def holdout_split(dataset: ImageDataset, test_fraction: float = 0.2, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+    """Disjoint train and test parts of one data set: per class, a seeded ``test_fraction`` is held out for testing.
+
+    For image folders without ``train/`` and ``val/``: a probe must never be tested on images it was trained on.
+    Both parts record the split in ``provenance["holdout"]``.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise InvalidInputError(f"holdout test fraction must lie strictly between 0 and 1, not {test_fraction!r}")
+    test_positions = balanced_subset_indices(dataset.labels, test_fraction, seed, dataset.num_classes)
+    in_test = torch.zeros(len(dataset), dtype=torch.bool)
+    in_test[test_positions] = True
+    record = {"test_fraction": float(test_fraction), "seed": int(seed), "per_class": True, "of": dataset.pool}
+    train, test = dataset._select(torch.nonzero(~in_test).flatten(), "train"), dataset._select(test_positions, "test")
+    for part in (train, test):
+        part.provenance["holdout"] = record
+    return train, test
+
+
+def shared_images(train: ImageDataset, test: ImageDataset) -> int:
+    """How many images two data sets share (0 unless they index the same pool of images)."""
+    if train.pool != test.pool:
+        return 0
+    return int(np.intersect1d(train.source_indices.numpy(), test.source_indices.numpy()).size)
+
+
+def check_disjoint(train: ImageDataset, test: ImageDataset) -> None:
+    """Refuse a train and a test set that share images (what a model is tested on it must not have been fit on)."""
+    shared = shared_images(train, test)
+    if shared:
+        raise InvalidInputError(
+            f"the train and test images overlap ({shared} images of {train.source or train.spec} are in both), so "
+            "test accuracy would be measured on training images; give an imagefolder with train/ and val/ (or test/) "
+            "subfolders, or split it with `--holdout FRACTION` (seelike.data.holdout_split)"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -607,19 +755,25 @@ def _load_imagefolder(root: Path, split: str, image_size: int) -> ImageDataset:
             )
         folder = root
     classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    # links to the folder itself, a class folder or an ancestor would list images twice or loop forever
+    listed = {os.path.realpath(folder), *(os.path.realpath(folder / name) for name in classes)}
+    skipped_links: list[str] = []
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(classes):
-        files = _image_files(folder / name)
+        files = _image_files(folder / name, listed, skipped_links)
         if not files:
             log.warning("imagefolder: class folder %s holds no images", folder / name)
         paths += files
         labels += [label] * len(files)
+    if skipped_links:
+        log.warning("imagefolder: did not follow %d symlinked folder(s) already listed or enclosing %s: %s",
+                    len(skipped_links), folder, ", ".join(skipped_links[:5]) + (", ..." if len(skipped_links) > 5 else ""))
     if not paths:
         raise DataNotFoundError(
             f"imagefolder: no images ({', '.join(IMAGE_EXTENSIONS)}) in class subfolders of {folder}; {layout}"
         )
-    return FolderImageDataset(
+    dataset = FolderImageDataset(
         paths,
         image_size,
         spec=f"imagefolder:{root}",
@@ -628,12 +782,34 @@ def _load_imagefolder(root: Path, split: str, image_size: int) -> ImageDataset:
         labels=torch.tensor(labels, dtype=torch.long),
         source=str(folder),
     )
+    if skipped_links:
+        dataset.provenance["skipped_links"] = skipped_links
+    return dataset
 
 
-def _image_files(folder: Path) -> list[Path]:
-    files = []
+def _image_files(folder: Path, listed: set[str], skipped: list[str]) -> list[Path]:
+    """Image files under ``folder``, following each symlinked folder at most once per real path.
+
+    ``listed`` holds real paths already walked (or to be walked); a link to one of them, or to a folder that
+    encloses one (``ln -s .. cat/up``), is not followed but appended to ``skipped``. A file reached twice through
+    links is listed once.
+    """
+    files, seen_files = [], set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        files += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        kept = []
+        for name in sorted(dirnames):
+            real = os.path.realpath(os.path.join(dirpath, name))
+            encloses = any(other == real or other.startswith(real.rstrip(os.sep) + os.sep) for other in listed)
+            if encloses:
+                skipped.append(os.path.join(dirpath, name))
+            else:
+                listed.add(real)
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                real = os.path.realpath(os.path.join(dirpath, name))
+                if real not in seen_files:
+                    seen_files.add(real)
+                    files.append(Path(dirpath) / name)
     return files
-

@@ -29,12 +29,35 @@ class ModelLoadError(SeelikeError):
     """A model spec that cannot be turned into a model (unknown name, no weights offline, bad checkpoint)."""
 
 
+class CheckpointError(SeelikeError):
+    """A training checkpoint that is damaged (truncated, garbage JSON) or does not fit its model."""
+
+
+class BadImageError(InvalidInputError):
+    """An image file that cannot be decoded (corrupt, truncated, empty, a decompression bomb, values out of range)."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path, self.reason = str(path), reason
+        super().__init__(f"cannot read image {path} ({reason}); fix or remove it, or pass --skip-bad-images to go on without it")
+
+    def __reduce__(self) -> tuple:  # keep it picklable (worker processes) despite the two-argument constructor
+        return type(self), (self.path, self.reason)
+
+
+class OutputError(SeelikeError):
+    """An output folder that cannot be written (a file, read-only, full, in use by another run)."""
+
+
 class CaptureError(SeelikeError):
     """Hooks could not capture what was asked (a module that runs twice, a layer that never ran)."""
 
 
 class ResultSchemaError(SeelikeError):
     """A saved result written by a newer seelike, or not a seelike result at all."""
+
+
+class DamagedResultError(ResultSchemaError):
+    """A saved result whose files are truncated, garbage, or from two different runs."""
 
 
 def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:

@@ -7,18 +7,21 @@ half-written result that a later run would trust.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from seelike.errors import ResultSchemaError
+from seelike.errors import DamagedResultError, OutputError, ResultSchemaError
 
 SCHEMA_VERSION = 1
 ARRAYS_FILE = "result.npz"
@@ -65,18 +68,31 @@ class Result:
         return self.arrays[key]
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``result.npz`` and ``result.json`` into ``directory`` (created if missing)."""
+        """Write ``result.npz`` and ``result.json`` into ``directory`` (created if missing).
+
+        Both files are written to temporary names first and renamed only when both are complete, and the JSON
+        carries a sha256 of the arrays, so a full disk, a kill or a second run into the same folder never leaves
+        a pair that loads as one result. An ``OSError`` becomes a one-line :class:`OutputError`.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.asarray(v) for k, v in self.arrays.items()}
         document = {
             "kind": self.kind,
             "schema_version": SCHEMA_VERSION,
             "seelike_version": seelike_version(),
-            "arrays": sorted(self.arrays),
+            "arrays": sorted(arrays),
+            "arrays_sha256": arrays_digest(arrays),
             "metadata": _jsonable(dict(self.metadata)),
         }
-        _atomic_write(directory / ARRAYS_FILE, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in self.arrays.items()}))
-        _atomic_write(directory / METADATA_FILE, lambda f: f.write(json.dumps(document, indent=2).encode()))
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with _temporary_file(directory / ARRAYS_FILE, lambda f: np.savez(f, **arrays)) as arrays_temporary, \
+                    _temporary_file(directory / METADATA_FILE, lambda f: f.write(json.dumps(document, indent=2).encode())) as json_temporary:
+                os.replace(arrays_temporary, directory / ARRAYS_FILE)
+                os.replace(json_temporary, directory / METADATA_FILE)
+        except OSError as error:
+            raise OutputError(f"could not write the result into {directory}: {error.strerror or error}; "
+                              "free space or choose another --out") from None
         return directory
 
 
@@ -84,22 +100,53 @@ _RESULT_KINDS[Result.kind] = Result
 
 
 def load_result(path: str | os.PathLike) -> Result:
-    """Read a result saved by :meth:`Result.save` (give its folder or either of its files)."""
+    """Read a result saved by :meth:`Result.save` (give its folder or either of its files).
+
+    Raises :class:`DamagedResultError` (one line, naming the file) for a truncated or garbage file, or when
+    ``result.npz`` does not hold the arrays ``result.json`` was written with (two runs into one folder).
+    """
     path = Path(path)
     directory = path.parent if path.is_file() else path
-    metadata_path = directory / METADATA_FILE
+    metadata_path, arrays_path = directory / METADATA_FILE, directory / ARRAYS_FILE
     if not metadata_path.exists():
         raise ResultSchemaError(f"No seelike result in {directory}: expected {METADATA_FILE} and {ARRAYS_FILE} there.")
-    document = json.loads(metadata_path.read_text())
+    rerun = "rerun the analysis that wrote it"
+    try:
+        document = json.loads(metadata_path.read_text())
+    except (OSError, ValueError) as error:
+        raise DamagedResultError(f"{metadata_path} is damaged ({type(error).__name__}: {error}); {rerun}") from None
+    if not isinstance(document, dict):
+        raise DamagedResultError(f"{metadata_path} is not a seelike result (a JSON {type(document).__name__}); {rerun}")
     version = document.get("schema_version")
     if not isinstance(version, int) or version > SCHEMA_VERSION:
         raise ResultSchemaError(
             f"{metadata_path} has result schema {version!r}, newer than this seelike understands "
             f"({SCHEMA_VERSION}); upgrade seelike (it was written by {document.get('seelike_version')})."
         )
-    with np.load(directory / ARRAYS_FILE, allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
+    try:
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except FileNotFoundError:
+        raise DamagedResultError(f"{arrays_path} is missing beside {metadata_path}; {rerun}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DamagedResultError(f"{arrays_path} is damaged ({type(error).__name__}: {error}); {rerun}") from None
+    expected = document.get("arrays_sha256")
+    if expected is not None and arrays_digest(arrays) != expected:
+        raise DamagedResultError(
+            f"{arrays_path} does not hold the arrays {metadata_path} was written with (two runs into one folder, "
+            f"or a damaged file); {rerun}"
+        )
     return result_class(document.get("kind", "result"))(arrays=arrays, metadata=document.get("metadata", {}))
+
+
+def arrays_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over the arrays' names, dtypes, shapes and bytes: what ``result.json`` records of its ``result.npz``."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def result_class(kind: str) -> type[Result]:
@@ -109,15 +156,35 @@ def result_class(kind: str) -> type[Result]:
     return _RESULT_KINDS.get(kind, Result)
 
 
-def _atomic_write(path: Path, write: Any) -> None:
+@contextmanager
+def _temporary_file(path: Path, write: Callable[[Any], Any]) -> Iterator[str]:
+    """A complete temporary copy of ``path`` in its folder (with the umask's permissions), removed unless renamed."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as f:
             write(f)
-        os.replace(temporary, path)
-    except BaseException:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; a result should be as readable as any file
+        yield temporary
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any]) -> None:
+    with _temporary_file(path, write) as temporary:
+        os.replace(temporary, path)
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where it can be, since setting it to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,6 +1,6 @@
-"""CKA: centred kernel alignment between representations (PAPER.md §1), pure maths.
+"""CKA: centred kernel alignment between representations (docs/methods.md §1), pure maths.
 
-Read beside PAPER.md §1, line by line:
+Read beside docs/methods.md §1, line by line:
 
 - X (n × p1), Y (n × p2): two layers' activations on the same n images, each flattened per image;
   K = XXᵀ, L = YYᵀ (:func:`gram_linear`), or RBF Grams (:func:`gram_rbf`).

@@ -1,8 +1,9 @@
 """A small, resumable trainer for seelike's own models (the zoo; DESIGN.md: train).
 
 AdamW, linear warm-up then cosine decay (a pure function of the step, so no scheduler state),
-label smoothing, optional light augmentation, and a checkpoint at the end of every epoch:
-weights and optimizer state in safetensors, everything else in JSON. Data order and
+label smoothing, optional light augmentation, and a checkpoint at the end of every epoch: one
+safetensors file with the weights, the optimizer state and (in its metadata) the JSON state, renamed
+into place, so a kill at any moment leaves one whole checkpoint (``state.json`` is a readable copy). Data order and
 augmentation of epoch ``e`` depend only on ``(seed, e)``, so an interrupted run resumed from
 its last checkpoint continues exactly as if it had never stopped. No pickle is ever read.
 """
@@ -12,22 +13,25 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from seelike.data import load_dataset
-from seelike.errors import InvalidInputError
-from seelike.models import build_module, save_checkpoint
+from seelike.errors import CheckpointError, InvalidInputError, SeelikeError
+from seelike.models import build_module, check_state_keys, resolve_device, save_checkpoint
 from seelike.models.model import Preprocessing
+from seelike.recipes import TrainConfig
 from seelike.results import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -35,35 +39,7 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 TENSORS_FILE = "state.safetensors"
 MODEL_FILE = "model.safetensors"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides the trained weights; saved with every checkpoint."""
-
-    arch: str
-    model: dict[str, Any] = field(default_factory=dict)
-    data: str = "fashion-mnist"
-    fraction: float = 1.0
-    epochs: int = 10
-    steps: int | None = None  # total optimizer steps; overrides epochs (data-fraction models train as long as the full one)
-    batch_size: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 200
-    label_smoothing: float = 0.1
-    augment: Literal["none", "flip", "crop-flip"] = "none"
-    seed: int = 0
-    bf16: bool = False
-
-    def __post_init__(self) -> None:
-        if self.augment not in ("none", "flip", "crop-flip"):
-            raise InvalidInputError(f"augment must be one of none, flip, crop-flip; got {self.augment!r}")
-        if not 0 < self.fraction <= 1:
-            raise InvalidInputError(f"fraction must be in (0, 1], got {self.fraction}")
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+STATE_KEY = "seelike_training_state"  # the JSON state inside the safetensors checkpoint's metadata
 
 
 def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
@@ -105,12 +81,7 @@ def evaluate(module: nn.Module, preprocessing: Preprocessing, dataset: Any, batc
 
 def training_device(name: str) -> torch.device:
     """``cpu``, ``cuda`` or ``cuda:N``, refused with what works when it is not there."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise InvalidInputError(f"unknown device {name!r} ({error}); use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"--device {name}: this machine has no CUDA GPU torch can use; train with --device cpu")
+    device = resolve_device(name)
     if device.type not in ("cpu", "cuda"):
         raise InvalidInputError(f"seelike trains on cpu or cuda, not {device.type}")
     return device
@@ -169,15 +140,17 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def save(self) -> None:
-        """Weights + optimizer moments (safetensors) and the rest (JSON), each written atomically."""
+        """One atomic checkpoint: weights, optimizer moments and the JSON state in one safetensors file.
+
+        The state (epoch, step, history, ...) travels in the file's metadata, so the file renamed into place is the
+        whole checkpoint: a kill at any point leaves either the previous epoch's checkpoint or this one, never
+        weights of one epoch with the step count of another. ``state.json`` is a readable copy, written after.
+        """
         tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         optimizer_state = self.optimizer.state_dict()
         for index, state in optimizer_state["state"].items():
             for key, value in state.items():
                 tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
-        temporary = self.directory / f".{TENSORS_FILE}.tmp"
-        save_file(tensors, temporary)
-        temporary.replace(self.directory / TENSORS_FILE)
         state = {
             "config": asdict(self.config),
             "epoch": self.epoch,
@@ -187,35 +160,57 @@ class Trainer:
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer_state["param_groups"]],
             "preprocessing": asdict(self.preprocessing),
         }
+        temporary = self.directory / f".{TENSORS_FILE}.tmp"
+        save_file(tensors, temporary, metadata={STATE_KEY: json.dumps(state)})
+        os.replace(temporary, self.directory / TENSORS_FILE)
         atomic_write_text(self.directory / STATE_FILE, json.dumps(state, indent=2))
 
     def resume(self) -> bool:
         """Load the last checkpoint in the directory; False when there is none."""
-        state_path = self.directory / STATE_FILE
-        if not state_path.exists():
+        tensors_path = self.directory / TENSORS_FILE
+        if not tensors_path.exists():
+            if (self.directory / STATE_FILE).exists():
+                raise CheckpointError(
+                    f"{self.directory / STATE_FILE} has no {TENSORS_FILE} beside it, so the run cannot resume; "
+                    f"delete {self.directory} to start over"
+                )
             return False
-        state = json.loads(state_path.read_text())
-        saved = TrainConfig(**state["config"])
+        state, tensors = read_training_checkpoint(self.directory)
+        try:
+            saved = TrainConfig(**state["config"])
+        except (TypeError, SeelikeError) as error:
+            raise CheckpointError(f"{tensors_path}: its config is not a training config ({error}); delete {self.directory} to start over") from None
         if _normalised(asdict(saved)) != _normalised(asdict(self.config)):
             raise InvalidInputError(
                 f"{self.directory} holds a run with another config ({_config_diff(saved, self.config)}); "
                 "use another --out folder or delete it to start over."
             )
-        tensors = load_file(str(self.directory / TENSORS_FILE))
-        self.module.load_state_dict({k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")})
-        optimizer_state: dict[int, dict[str, Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer/"):
-                _, index, name = key.split("/", 2)
-                optimizer_state.setdefault(int(index), {})[name] = value
-        groups = self.optimizer.state_dict()["param_groups"]
-        for group, saved_group in zip(groups, state["param_groups"]):
-            group.update(saved_group)
-        self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+        self._load_tensors(tensors_path, tensors, state["param_groups"])
         self.epoch, self.step = state["epoch"], state["step"]
         self.history, self.train_seconds = state["history"], state["train_seconds"]
         log.info("resumed %s at epoch %d, step %d", self.directory, self.epoch, self.step)
         return True
+
+    def _load_tensors(self, path: Path, tensors: dict[str, Tensor], param_groups: list[dict]) -> None:
+        """Weights and optimizer moments from a checkpoint, refused in one line when they do not fit this model."""
+        weights = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+        check_state_keys(path, weights, self.module.state_dict(), CheckpointError, f"delete {self.directory} to start over")
+        optimizer_state: dict[int, dict[str, Tensor]] = {}
+        try:
+            for key, value in tensors.items():
+                if key.startswith("optimizer/"):
+                    _, index, name = key.split("/", 2)
+                    optimizer_state.setdefault(int(index), {})[name] = value
+            self.module.load_state_dict(weights)
+            groups = self.optimizer.state_dict()["param_groups"]
+            if len(groups) != len(param_groups):
+                raise ValueError(f"{len(param_groups)} parameter groups saved, {len(groups)} expected")
+            for group, saved_group in zip(groups, param_groups):
+                group.update(saved_group)
+            self.optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
+        except (RuntimeError, ValueError, KeyError) as error:
+            reason = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{path} does not fit this model ({reason}); delete {self.directory} to start over") from None
 
     # -- training -------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> tuple[Tensor, torch.Generator]:
@@ -286,3 +281,36 @@ def _normalised(value: Any) -> Any:
 def _config_diff(a: TrainConfig, b: TrainConfig) -> str:
     left, right = _normalised(asdict(a)), _normalised(asdict(b))
     return ", ".join(f"{k}: {left[k]!r} there vs {right[k]!r} now" for k in left if left[k] != right[k])
+
+
+def read_training_checkpoint(directory: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The state and tensors of the checkpoint in ``directory``, or a one-line :class:`CheckpointError` naming the
+    damaged file (truncated safetensors, garbage JSON, missing state fields)."""
+    path = directory / TENSORS_FILE
+    fix = f"delete {directory} to start over (or restore the file)"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as error:  # safetensors raises its own error types for truncated or foreign files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path} is damaged or not a safetensors file ({reason}); {fix}") from None
+    if STATE_KEY in metadata:
+        source, text = path, metadata[STATE_KEY]
+    else:  # written by seelike <= 0.1, before the state moved into the checkpoint: its state.json is all there is
+        source = directory / STATE_FILE
+        log.warning("%s is an old-style checkpoint: resuming from the step in %s", path, source)
+        try:
+            text = source.read_text()
+        except OSError as error:
+            raise CheckpointError(f"{source} cannot be read ({error.strerror or error}); {fix}") from None
+    try:
+        state = json.loads(text)
+    except ValueError as error:
+        raise CheckpointError(f"{source} holds no valid training state (bad JSON: {error}); {fix}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source} holds no valid training state (a JSON {type(state).__name__}, not an object); {fix}")
+    missing = [key for key in ("config", "epoch", "step", "history", "train_seconds", "param_groups") if key not in state]
+    if missing:
+        raise CheckpointError(f"{source} holds no valid training state (missing {', '.join(missing)}); {fix}")
+    return state, tensors

@@ -1,4 +1,4 @@
-"""Mean attention distance per head and block (paper Fig 3, 4; PAPER.md §2).
+"""Mean attention distance per head and block (paper Fig 3, 4; docs/methods.md §2).
 
 For a head with attention probabilities a [T, T] over prefix tokens (CLS, distillation,
 registers) followed by a patch grid, the distance of query patch i is Σⱼ aᵢⱼ dᵢⱼ over the key

@@ -1,4 +1,4 @@
-"""How much data do the blocks need? Per-block CKA against the 100%-data model (paper Fig 12; PAPER.md §7).
+"""How much data do the blocks need? Per-block CKA against the 100%-data model (paper Fig 12; docs/methods.md §7).
 
 All models — the reference (trained on 100% of the data), the reduced-data models and a second-seed
 100% model (the seed baseline) — go through :func:`~seelike.analyses.layer_similarity.layer_similarity`
@@ -28,6 +28,7 @@ from seelike.errors import InvalidInputError
 from seelike.models.model import Model
 from seelike.results import Result
 from seelike.similarity import CKAResult, split_name
+from seelike.validation import check_same_architecture
 
 __all__ = ["DataScaleResult", "SIGNIFICANCE", "compare_to_reference", "data_scale", "training_fraction"]
 
@@ -139,6 +140,7 @@ def data_scale(
                 f"{model.name} has {model.num_blocks} blocks but the reference {reference.name} has {reference.num_blocks}; "
                 "data-scale CKA compares block i with block i, so compare models of the same architecture"
             )
+    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
     unique: dict[str, Model] = {}
     for model in [reference, *others, baseline]:
         if unique.setdefault(model.name, model) is not model:

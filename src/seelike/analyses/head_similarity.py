@@ -1,4 +1,4 @@
-"""Local attention heads vs lower CNN layers (paper Fig 5; PAPER.md §3).
+"""Local attention heads vs lower CNN layers (paper Fig 5; docs/methods.md §3).
 
 The heads of one ViT block (default the first) are sorted by mean attention distance; windows of
 k consecutive heads (default k = max(1, H // 4), sliding by 1) and single heads are compared by

@@ -1,4 +1,4 @@
-"""Layer-similarity heatmaps within and across models (paper Fig 1, 2, 13; PAPER.md §1).
+"""Layer-similarity heatmaps within and across models (paper Fig 1, 2, 13; docs/methods.md §1).
 
 Every model sees each batch once; all layers of all models go into one
 :class:`~seelike.similarity.MinibatchCKA`, so k models cost k forward passes per batch (pairwise

@@ -1,4 +1,4 @@
-"""Do high-layer tokens still know where they are? (paper Fig 9, 10; PAPER.md §6).
+"""Do high-layer tokens still know where they are? (paper Fig 9, 10; docs/methods.md §6).
 
 For a token at grid position p (ViT: patch token p, prefix tokens skipped; CNN: the channel vector
 at position p of a feature map) and the raw pixels of the input cell at every grid position q,

@@ -1,4 +1,4 @@
-"""Linear probes per block: closed-form ridge regression to ±1 targets (paper Fig 11, 13; PAPER.md §6-7).
+"""Linear probes per block: closed-form ridge regression to ±1 targets (paper Fig 11, 13; docs/methods.md §6-7).
 
 A probe maps a block's features to one-vs-rest targets (+1 for the class, −1 otherwise) by ridge
 regression. Features are standardised with the training examples' mean and standard deviation and a
@@ -43,7 +43,7 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, SummedState, activation
 from seelike.capture import Capture
-from seelike.data import ImageDataset
+from seelike.data import ImageDataset, check_disjoint
 from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
@@ -580,6 +580,7 @@ def probe_layers(
     scored in one pass over ``n_test`` images of ``test_set``; memory does not grow with ``n_train``.
     """
     started = time.perf_counter()
+    check_disjoint(train_set, test_set)  # never test on images the probe was fit on
     readouts = resolve_readouts(model, readouts)
     layers, num_classes = model.block_layers(), train_set.num_classes
     lambdas = [float(v) for v in lambdas]

@@ -1,4 +1,4 @@
-"""Effective receptive fields (paper Fig 6; PAPER.md §4).
+"""Effective receptive fields (paper Fig 6; docs/methods.md §4).
 
 For a layer y (default the block output, after the residual add) and its central position — the
 patch token at the grid centre of a ViT, the central feature-map position of a CNN — the map is

@@ -1,4 +1,4 @@
-"""How much of each block's output is carried by its skip connection (paper Fig 7, 8; PAPER.md §5).
+"""How much of each block's output is carried by its skip connection (paper Fig 7, 8; docs/methods.md §5).
 
 Pre-norm block (ViT, Mixer): a = Attn(LN(z)), z₂ = z + a, m = MLP(LN(z₂)). Per token t the ratios
 ‖z_t‖/‖a_t‖ and ‖z₂_t‖/‖m_t‖ (L2 over channels), averaged over images as per-image ratios; a large

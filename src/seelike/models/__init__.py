@@ -4,8 +4,10 @@ Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architectu
 ``torchvision:NAME[?pretrained=1]``, ``hf:ORG/NAME`` or ``hf:PATH`` (Hugging Face transformers: the hub, or a
 ``save_pretrained`` folder; needs ``pip install 'seelike[hf]'``), ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
-seelike ``.safetensors`` checkpoint. Random-init models are seeded (``seed=0`` by default) so
-the same spec always gives the same weights.
+seelike ``.safetensors`` checkpoint (or a ``seelike train`` folder: its ``model.safetensors``).
+Random-init models are seeded (``seed=0`` by default) so the same spec always gives the same weights.
+Options are never ignored: an unknown ``zoo:`` key, a key given twice or ``pretrained=maybe`` is refused,
+and a zoo checkpoint is checked against its manifest's sha256 before it loads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from seelike.errors import ModelLoadError, close_matches
+from seelike.errors import InvalidInputError, ModelLoadError, close_matches
 from seelike.models.adapters import describe
 from seelike.models.mixer import Mixer, MixerConfig
 from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
@@ -28,8 +30,12 @@ from seelike.models.vit import ViT, ViTConfig
 
 __all__ = [
     "ARCHITECTURES", "Layer", "Model", "Preprocessing", "TokenLayout",
-    "build_module", "load_checkpoint", "load_model", "save_checkpoint",
+    "build_module", "check_state_keys", "load_checkpoint", "load_model", "resolve_device", "save_checkpoint",
 ]
+
+#: the query keys a zoo: spec understands (anything else is refused, never ignored)
+ZOO_OPTIONS = ("init", "seed")
+CHECKPOINT_FILE = "model.safetensors"  # what `seelike train --out DIR` leaves in DIR
 
 #: seelike's own architectures: name → (module class, config class)
 ARCHITECTURES: dict[str, tuple[type[nn.Module], type]] = {
@@ -103,8 +109,16 @@ def load_checkpoint(path: str | Path, spec: str | None = None, random_init_seed:
         torch.manual_seed(random_init_seed)
     module = build_module(header["arch"], header["config"])
     if random_init_seed is None:
-        state = load_file(str(path))
-        module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # safetensors' own error types: truncated data, bad offsets
+            raise ModelLoadError(f"{path} is damaged ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}); "
+                                 "restore or re-create the file") from None
+        check_state_keys(path, state, module.state_dict(), ModelLoadError, "it was not written for this architecture")
+        try:
+            module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        except RuntimeError as error:
+            raise ModelLoadError(f"{path} does not fit its architecture ({str(error).strip().splitlines()[-1].strip()})") from None
     pre = header["preprocessing"]
     preprocessing = Preprocessing(tuple(pre["input_size"]), tuple(pre["mean"]), tuple(pre["std"]))
     return _finish(describe(module, spec or str(path), preprocessing, module.config.num_classes))
@@ -112,20 +126,29 @@ def load_checkpoint(path: str | Path, spec: str | None = None, random_init_seed:
 
 def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
     """Turn a model spec into a :class:`Model` on ``device`` (see the module docstring)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelLoadError(f"empty model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, hf:ORG/NAME|PATH, seelike:vit|resnet|mixer "
+                             "or a path to a .safetensors checkpoint (or a `seelike train` folder)")
+    device = resolve_device(device)
     scheme, _, rest = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("path", "", spec)
     name, _, query = rest.partition("?")
-    options = dict(parse_qsl(query))
+    options = _parse_query(spec, query) if scheme != "path" else {}
     random_init = _random_init(options)
-    if random_init and options.get("pretrained", "0") not in ("0", "false"):
+    if random_init and _pretrained(dict(options)):
         raise ModelLoadError(f"{spec}: init=random and pretrained=1 contradict each other; keep one")
     # random init is seeded from the spec; fork_rng keeps that from resetting the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         if scheme == "zoo":
-            from seelike.models.zoo import zoo_checkpoint
+            from seelike.models.zoo import verified_checkpoint
 
-            model = load_checkpoint(zoo_checkpoint(name), spec, _seed(options) if random_init else None)
+            unknown = sorted(set(options) - set(ZOO_OPTIONS))
+            if unknown:
+                raise ModelLoadError(f"{spec}: unknown option(s) {', '.join(unknown)}; zoo: specs take init=random and seed=N")
+            if "seed" in options and not random_init:
+                raise ModelLoadError(f"{spec}: seed=N only applies to the random-init baseline; add init=random or drop seed")
+            model = load_checkpoint(verified_checkpoint(name), spec, _seed(options) if random_init else None)
         elif scheme == "path":
-            model = load_checkpoint(spec)
+            model = load_checkpoint(_checkpoint_path(Path(spec)))
         elif scheme == "seelike":
             torch.manual_seed(_seed(options))
             module = build_module(name, {k: _parse_value(v) for k, v in options.items()})
@@ -137,6 +160,8 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
         elif scheme == "hf":
             from seelike.models.hf import load_hf
 
+            if "seed" in options and not random_init:
+                raise ModelLoadError(f"{spec}: seed=N only applies to the random-init baseline; add init=random or drop seed")
             model = load_hf(spec, name, options, random_init, _seed(options))
         else:
             raise ModelLoadError(
@@ -179,7 +204,67 @@ def _seed(options: dict[str, str]) -> int:
 
 
 def _pretrained(options: dict[str, str]) -> bool:
-    return options.pop("pretrained", "0").lower() in ("1", "true", "yes")
+    """``pretrained=1|true|yes`` or ``0|false|no``; anything else is refused (``maybe`` must not mean random init)."""
+    text = options.pop("pretrained", "0")
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise ModelLoadError(f"pretrained must be 1 or 0 (true/false, yes/no), got pretrained={text!r}")
+
+
+def _parse_query(spec: str, query: str) -> dict[str, str]:
+    """The ``?key=value&...`` options of a spec; a key given twice or without ``=value`` is refused."""
+    options: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        if "=" not in item:
+            raise ModelLoadError(f"{spec}: option {item!r} has no value; write key=value")
+        ((key, value),) = parse_qsl(item, keep_blank_values=True)
+        if key in options:
+            raise ModelLoadError(f"{spec}: option {key!r} is given twice ({options[key]!r} and {value!r}); keep one")
+        options[key] = value
+    return options
+
+
+def _checkpoint_path(path: Path) -> Path:
+    """A checkpoint file, or the ``model.safetensors`` of a ``seelike train`` folder."""
+    path = path.expanduser()
+    if not path.is_dir():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    if (path / "state.safetensors").is_file():
+        raise ModelLoadError(f"{path} is a training run that has not finished (no {CHECKPOINT_FILE} yet); "
+                             f"finish it by rerunning the same `seelike train ... --out {path}`")
+    raise ModelLoadError(f"no checkpoint in folder {path}: expected {path / CHECKPOINT_FILE} (from `seelike train --out`)")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine, or a one-line error saying which ones do."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InvalidInputError(f"unknown device {device!r} ({str(error).splitlines()[0]}); use cpu or cuda[:N]") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(f"--device {device}: this machine has no CUDA GPU torch can use; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise InvalidInputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                                    f"numbered 0..{torch.cuda.device_count() - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(f"--device {device}: seelike runs on cpu, cuda[:N] or mps")
+    return resolved
+
+
+def check_state_keys(path: Path, state: dict[str, Any], expected: dict[str, Any], error: type[Exception], fix: str) -> None:
+    """Refuse a checkpoint whose tensor names differ from the model's, in one line naming the file and a few keys."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        parts = [f"{label} {len(keys)} tensor(s) ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+                 for label, keys in (("missing", missing), ("unexpected", extra)) if keys]
+        raise error(f"{path} does not fit its model: {'; '.join(parts)}; {fix}")
 
 
 def _load_timm(spec: str, name: str, options: dict[str, str]) -> Model:

@@ -1,4 +1,4 @@
-"""An MLP-Mixer for small images (PAPER.md §8), with timm's attribute names per block.
+"""An MLP-Mixer for small images (docs/methods.md §8), with timm's attribute names per block.
 
 Block: z2 = z + TokenMLP(LN(z)ᵀ)ᵀ; out = z2 + ChannelMLP(LN(z2)). ``mlp_tokens`` and
 ``mlp_channels`` are the two mixing branches the adapter exposes.

@@ -2,7 +2,7 @@
 
 Units keep torchvision's attribute names (``conv1``, ``bn1``, ``conv2``, ``bn2``) and name their
 projection ``shortcut``, so the adapter finds branch and shortcut the same way as in timm and
-torchvision ResNets (PAPER.md §5: ‖shortcut‖/‖branch‖ per unit).
+torchvision ResNets (docs/methods.md §5: ‖shortcut‖/‖branch‖ per unit).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A Vision Transformer for small images (PAPER.md: the paper's ViT, scaled to 28-32 px).
+"""A Vision Transformer for small images (docs/methods.md: the paper's ViT, scaled to 28-32 px).
 
 Pre-norm blocks with timm's attribute names (``norm1``, ``attn``, ``norm2``, ``mlp``) so one
 adapter serves this ViT and timm's. Each block can drop its attention and/or MLP skip
@@ -78,7 +78,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: z2 = z + Attn(LN(z)); out = z2 + MLP(LN(z2)) (PAPER.md §5)."""
+    """Pre-norm transformer block: z2 = z + Attn(LN(z)); out = z2 + MLP(LN(z2)) (docs/methods.md §5)."""
 
     def __init__(self, width: int, heads: int, mlp_ratio: float, attention_skip: bool = True, mlp_skip: bool = True) -> None:
         super().__init__()
