@@ -162,7 +162,7 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
 
             if "seed" in options and not random_init:
                 raise ModelLoadError(f"{spec}: seed=N only applies to the random-init baseline; add init=random or drop seed")
-            model = load_hf(spec, name, options, random_init, _seed(options))
+            model = _finish(load_hf(spec, name, options, random_init, _seed(options)))
         else:
             raise ModelLoadError(
                 f"unknown model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, hf:ORG/NAME|PATH, seelike:vit|resnet|mixer "

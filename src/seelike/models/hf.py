@@ -275,9 +275,8 @@ def _stage_layouts(module: nn.Module, preprocessing: Preprocessing) -> dict[int,
 
 
 def describe_hf(module: nn.Module, spec: str, preprocessing: Preprocessing) -> Model:
-    """Find the blocks of a transformers vision model and their roles (see the module docstring)."""
-    from seelike.models import _finish
-
+    """Find the blocks of a transformers vision model and their roles (see the module docstring);
+    ``load_model`` then puts the layers in forward order with a probe pass."""
     model_type = getattr(module.config, "model_type", type(module).__name__)
     units = [(path, unit) for path, unit in module.named_modules() if type(unit).__name__ in HF_RESIDUAL_UNITS]
     if model_type == "swin":
@@ -298,7 +297,7 @@ def describe_hf(module: nn.Module, spec: str, preprocessing: Preprocessing) -> M
         layers = [layer for i, (path, block) in enumerate(blocks) for layer in prenorm_layers(path, block, i)]
         layout = _token_layout(module, blocks[0][0], preprocessing)
         model = Model(module, spec, "vit", tuple(layers), preprocessing, layout)
-    return _finish(model)
+    return model
 
 
 #: transformers' residual units (class names), read with the ResNet recipe
