@@ -253,3 +253,19 @@ def test_throughput_meter_counts_images() -> None:
     meter.update(5)
     assert meter.images == 8 and meter.rate > 0
     meter.close()
+
+
+def test_throughput_meter_logs_plain_lines_when_no_bar_shows(caplog) -> None:
+    import logging
+
+    meter = ThroughputMeter(enabled=None, total=100, interval=0.0)  # pytest's stderr is no TTY
+    with caplog.at_level(logging.INFO, logger="seelike.progress"):
+        meter.update(25)
+        meter.update(25)
+    lines = [record.getMessage() for record in caplog.records if record.name == "seelike.progress"]
+    assert len(lines) == 2 and lines[-1].startswith("images 50/100, ") and "img/s" in lines[-1] and "s left" in lines[-1]
+    silent = ThroughputMeter(enabled=False, total=100, interval=0.0)
+    with caplog.at_level(logging.INFO, logger="seelike.progress"):
+        caplog.clear()
+        silent.update(10)
+    assert not caplog.records

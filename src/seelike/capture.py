@@ -26,6 +26,7 @@ from seelike.errors import CaptureError, InvalidInputError
 from seelike.models.model import Layer, Model
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger("seelike.progress")  # shown by the command line even without --verbose
 
 
 class Capture:
@@ -183,14 +184,20 @@ def _stream(
 
 
 class ThroughputMeter:
-    """A progress bar with images/s on a terminal; silent otherwise (logs one line at the end)."""
+    """Progress of a stream of images: a bar on a terminal; elsewhere (logs, CI, notebooks) a plain line every
+    ``interval`` seconds with images done, images/s and the time left, on the ``seelike.progress`` logger.
 
-    def __init__(self, enabled: bool | None = None, total: int | None = None, description: str = "images") -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+    ``enabled=False`` silences both (e.g. on ranks other than 0); ``None`` picks the bar when stderr is a TTY.
+    """
+
+    def __init__(self, enabled: bool | None = None, total: int | None = None, description: str = "images",
+                 interval: float = 10.0) -> None:
+        self.silent = enabled is False
+        self.total, self.description, self.interval = total, description, interval
         self.images = 0
-        self.start = time.perf_counter()
+        self.start = self._last_line = time.perf_counter()
         self._bar = None
-        if self.enabled:
+        if enabled or (enabled is None and sys.stderr.isatty()):
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -210,10 +217,21 @@ class ThroughputMeter:
     def rate(self) -> float:
         return self.images / max(time.perf_counter() - self.start, 1e-9)
 
+    def line(self) -> str:
+        """``images 1536/5000, 212 img/s, 16 s left``."""
+        done = f"{self.images}/{self.total}" if self.total else str(self.images)
+        left = ""
+        if self.total and self.images and self.rate > 0:
+            left = f", {max(self.total - self.images, 0) / self.rate:.0f} s left"
+        return f"{self.description} {done}, {self.rate:.0f} img/s{left}"
+
     def update(self, images: int) -> None:
         self.images += images
         if self._bar is not None:
             self._bar.update(self._task, advance=images, rate=self.rate)
+        elif not self.silent and time.perf_counter() - self._last_line >= self.interval:
+            self._last_line = time.perf_counter()
+            progress_log.info(self.line())
 
     def close(self) -> None:
         if self._bar is not None:

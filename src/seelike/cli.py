@@ -189,6 +189,7 @@ def _load_data(data: str, split: str, skip_bad_images: bool, **kwargs: Any) -> A
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("seelike.progress").setLevel(logging.INFO)  # progress lines in logs and CI, where no bar shows
 
 
 @app.command()

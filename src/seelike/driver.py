@@ -111,7 +111,7 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
         return reduce
 
     captures = [Capture(model, layers[model.name], grad=grad_mode, reduce=reducer(model.name)) for model in models if layers[model.name]]
-    meter = ThroughputMeter(progress, total)
+    meter = ThroughputMeter(progress if world()[0] == 0 else False, total)  # ranks other than 0 stay quiet
     try:
         for capture in captures:
             capture.__enter__()
