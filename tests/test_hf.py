@@ -5,6 +5,7 @@ of timm and HF loaders on shared weights."""
 from __future__ import annotations
 
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,34 @@ def test_transformers_4_is_refused_with_the_version_to_install(monkeypatch, tmp_
     monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.46.0")  # the module loaded now (tests may reload it)
     with pytest.raises(ModelLoadError, match=r"transformers>=5"):
         load_model(f"hf:{tmp_path}")
+
+
+def test_a_hub_id_loads_from_the_offline_cache_and_a_missing_one_says_where_to_get_it(tmp_path):
+    """``hf:ORG/NAME`` goes through transformers' own hub loading: here from a cache laid out as the hub
+    client writes it, with HF_HUB_OFFLINE=1 (set before import, so in a fresh process)."""
+    repo, revision = tmp_path / "hub" / "models--tiny-org--tiny-vit", "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    transformers.ViTModel(config).save_pretrained(snapshot)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(snapshot)
+    code = (
+        "from seelike.models import load_model\n"
+        "from seelike.errors import ModelLoadError\n"
+        "model = load_model('hf:tiny-org/tiny-vit')\n"
+        "print(model.name, model.num_blocks, model.token_layout.grid)\n"
+        "try:\n    load_model('hf:tiny-org/absent')\nexcept ModelLoadError as error:\n    print(error)\n"
+    )
+    src = str(Path(__file__).parents[1] / "src")
+    env = {"PYTHONPATH": src, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HOME": str(tmp_path / "home"),
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded, missing = out.stdout.splitlines()[:2]
+    assert loaded == "tiny-vit 2 (4, 4)"
+    assert "could not load hf:tiny-org/absent" in missing and "Hugging Face cache" in missing
 
 
 def test_a_folder_without_a_model_is_refused_with_what_to_save(tmp_path):

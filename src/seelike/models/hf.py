@@ -140,8 +140,9 @@ def hf_preprocessing(processor: Any, config: Any) -> Preprocessing:
     """Input size, mean, std and resampling from an image processor (the checkpoint's preprocessor_config.json).
 
     The input size is the crop when the processor centre-crops, else the resize target
-    (``height``/``width``, or ``shortest_edge`` for a square input). seelike resizes images to it
-    directly: its data sets are small images, not photos to crop.
+    (``height``/``width``, or ``shortest_edge`` for a square input). As for timm models, the data
+    layer already centre-crops photos (``imagefolder``: shorter side to size / 0.875, then the
+    centre square) and :class:`Preprocessing` resizes that square to the input size.
     """
     def pair(size: Any) -> tuple[int, int] | None:
         if size is None:
