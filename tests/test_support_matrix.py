@@ -103,6 +103,16 @@ def test_family_runs_every_applicable_analysis(family: Family, tmp_path: Path) -
         elif layer.kind == "feature_map":
             assert tensor.ndim == 4
 
+    # the roles mean what they say: the residual sums hold exactly (skip ratios and ERFs rely on them)
+    for block in range(model.num_blocks):
+        role = {layer.role: tensors[layer.name] for layer in model.layers if layer.block == block}
+        if "attn_residual" in role:  # pre-norm block: z2 = z + attn(z), output = z2 + mlp(z2)
+            torch.testing.assert_close(role["attn_residual"], role["input"] + role["attn"], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(role["output"], role["attn_residual"] + role["mlp"], atol=1e-5, rtol=1e-5)
+        else:  # residual unit: output = shortcut + branch (ConvNeXt), ReLU of it (ResNet)
+            total = role["shortcut"] + role["branch"]
+            torch.testing.assert_close(role["output"], total if model.family == "convnext" else total.relu(), atol=1e-5, rtol=1e-5)
+
     runner = CliRunner()
     for analysis, arguments in _commands(spec).items():
         out = tmp_path / analysis
