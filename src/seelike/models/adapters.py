@@ -242,6 +242,24 @@ def timm_swin_block_layers(path: str, block: nn.Module, index: int, input_size: 
     ]
 
 
+#: ConvNeXt sub-layers after the depthwise conv, channels-last [B, H, W, C] in transformers and timm (unless conv_mlp)
+CHANNELS_LAST = {"ConvNeXtBlock": ("norm", "mlp.fc1", "mlp.act", "mlp.fc2"),
+                 "ConvNextLayer": ("layernorm", "pwconv1", "act", "pwconv2"),
+                 "ConvNextV2Layer": ("layernorm", "pwconv1", "act", "grn", "pwconv2")}
+
+
+def _channels_first(tensor: Tensor) -> Tensor:
+    return tensor.permute(0, 3, 1, 2)
+
+
+def _channels_last_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
+    """A ConvNeXt block's norm and pointwise MLP, read as feature maps [B, C, H, W] (sub-layer CKA)."""
+    transform = None if getattr(unit, "use_conv_mlp", False) else _channels_first  # timm's conv_mlp runs channels-first
+    modules = dict(unit.named_modules())
+    names = [name for name in CHANNELS_LAST.get(type(unit).__name__, ()) if name in modules]
+    return [Layer(f"{path}.{name}", f"{path}.{name}", "feature_map", index, name, transform=transform) for name in names]
+
+
 def residual_unit_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
     """Roles of a residual unit: its convs and norms, shortcut, branch (before the add), output.
 
@@ -252,6 +270,7 @@ def residual_unit_layers(path: str, unit: nn.Module, index: int) -> list[Layer]:
     for name, child in unit.named_children():
         if isinstance(child, (nn.Conv2d, nn.BatchNorm2d, nn.GroupNorm)) and name not in ("downsample", "shortcut"):
             layers.append(Layer(f"{path}.{name}", f"{path}.{name}", "feature_map", index, name, clone=True))
+    layers += _channels_last_layers(path, unit, index)
     stack = getattr(unit, "layer", None)  # transformers' ResNet: conv + norm + activation units in a Sequential
     if isinstance(stack, nn.Sequential):
         layers += [Layer(f"{path}.layer.{i}", f"{path}.layer.{i}", "feature_map", index, f"layer.{i}", clone=True) for i in range(len(stack))]
