@@ -313,7 +313,10 @@ def _token_layout(module: nn.Module, first_block: str, preprocessing: Preprocess
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
     grid = (height // patch, width // patch)
     seen: list[int] = []
-    handle = dict(module.named_modules())[first_block].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    def count(block: nn.Module, args: tuple, kwargs: dict) -> None:  # hidden states, positional or by keyword
+        seen.append((args[0] if args else next(v for v in kwargs.values() if isinstance(v, Tensor))).shape[1])
+
+    handle = dict(module.named_modules())[first_block].register_forward_pre_hook(count, with_kwargs=True)
     try:
         with torch.inference_mode():
             module(torch.zeros(1, channels, height, width, device=next(module.parameters()).device))
