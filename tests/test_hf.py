@@ -88,6 +88,16 @@ def test_a_classification_checkpoint_loads_its_base_model_and_missing_block_weig
         load_model(f"hf:{tmp_path / 'partial'}")
 
 
+def test_a_model_type_seelike_has_not_checked_is_refused(tmp_path):
+    """DINOv3 has the same block names as DINOv2 but rotates q and k: reading it as DINOv2 would give wrong maps."""
+    config = transformers.DINOv3ViTConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                          image_size=32, patch_size=8)
+    transformers.AutoModel.from_config(config).save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="model_type 'dinov3_vit'.*timm:NAME"):
+        load_model(f"hf:{tmp_path}")
+
+
 def test_unknown_options_are_refused(tmp_path):
     spec = next(f for f in FAMILIES if family_id(f) == "hf-vit").build(tmp_path)
     with pytest.raises(ModelLoadError, match="unknown option"):

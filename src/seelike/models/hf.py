@@ -46,6 +46,10 @@ PRENORM_NAMES: tuple[tuple[str, str, str | None, str, str, str | None], ...] = (
     ("layer_norm1", "self_attn", None, "layer_norm2", "mlp", None),  # CLIP, SigLIP
 )
 
+#: transformers model types whose pre-norm blocks and attention seelike reads (each checked against eager
+#: attention in tests/test_hf.py); others are refused, not guessed (e.g. DINOv3 rotates q and k)
+PRENORM_MODEL_TYPES = ("vit", "deit", "beit", "dinov2", "dinov2_with_registers", "clip_vision_model", "siglip_vision_model")
+
 #: composite checkpoints whose vision tower is analysed
 VISION_TOWERS = ("vision_model",)
 
@@ -290,10 +294,11 @@ def describe_hf(module: nn.Module, spec: str, preprocessing: Preprocessing) -> M
         model = Model(module, spec, "convnext" if "ConvNext" in type(units[0][1]).__name__ else "resnet", tuple(layers), preprocessing)
     else:
         blocks = [(path, block) for path, block in module.named_modules() if _names(block) is not None and path.rsplit(".", 1)[-1].isdigit()]
-        if not blocks:
+        if not blocks or model_type not in PRENORM_MODEL_TYPES:
             raise ModelLoadError(
                 f"seelike does not know the blocks of {spec} ({type(module).__name__}, model_type {model_type!r}): it reads "
-                "ViT, DeiT, BEiT, DINOv2, CLIP, SigLIP, Swin, ResNet and ConvNeXt from transformers."
+                "ViT, DeiT, BEiT, DINOv2 (with registers), CLIP and SigLIP vision towers, Swin, ResNet and ConvNeXt from "
+                "transformers; load the model through timm if timm has it (timm:NAME)."
             )
         layers = [layer for i, (path, block) in enumerate(blocks) for layer in prenorm_layers(path, block, i)]
         layout = _token_layout(module, blocks[0][0], preprocessing)
