@@ -75,6 +75,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("CLIP ViT", "timm", timm_spec(f"timm:vit_base_patch16_clip_224?{TIMM_TINY}"), ALL),
     Family("EVA-02", "timm", timm_spec("timm:eva02_tiny_patch14_224?img_size=28&patch_size=7&depth=2&embed_dim=32&num_heads=2"), ALL,
            "rotary position embedding"),
+    Family("BEiT", "timm", timm_spec("timm:beit_base_patch16_224?img_size=32&patch_size=8&depth=2&embed_dim=32&num_heads=2"), ALL,
+           "relative position bias, layer scale"),
     Family("Swin", "timm", timm_spec("timm:swin_tiny_patch4_window7_224?img_size=32&patch_size=2&window_size=4&embed_dim=8"
                                      "&depths=[2,2]&num_heads=[2,4]"), WINDOWS, "attention within windows"),
     Family("ConvNeXt", "timm", timm_spec(f"timm:convnext_atto?depths=[1,1,1,1]&dims=[8,8,16,16]&{SMALL_INPUT}"), NO_ATTENTION),

@@ -142,17 +142,17 @@ def test_matrix_covers_every_family_of_issue_17() -> None:
     assert set(ANALYSES) >= {"cka", "attention", "erf", "skips", "localize", "probe"}
 
 
-@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "eva_giant_patch14_224"])
-def test_timm_eva_attention_maps_match_its_own_softmax(name):
-    """EVA-02 rotates q and k (rotary embedding) and EVA keeps separate q/v biases: the recomputed
-    maps must equal the ones its unfused attention computes."""
+@pytest.mark.parametrize("name", ["eva02_tiny_patch14_224", "eva_giant_patch14_224", "beit_base_patch16_224"])
+def test_timm_eva_and_beit_attention_maps_match_their_own_softmax(name):
+    """EVA-02 rotates q and k (rotary embedding), EVA and BEiT keep separate q/v biases, BEiT adds a
+    relative position bias: the recomputed maps must equal the ones their unfused attention computes."""
     model = load_model(f"timm:{name}?img_size=28&patch_size=7&depth=2&embed_dim=32&num_heads=2&seed=1")
     modules = dict(model.module.named_modules())
     reference: list[torch.Tensor] = []
     for layer in model.attention_layers():
         attn = modules[layer.module]
-        with torch.no_grad():
-            for bias in (attn.q_bias, attn.v_bias):
+        with torch.no_grad():  # biases and position-bias tables start at zero: make them count
+            for bias in (attn.q_bias, attn.v_bias, getattr(attn, "relative_position_bias_table", None)):
                 if bias is not None:
                     bias.normal_()
         attn.fused_attn = False  # the softmax runs in Python, where attn_drop sees it

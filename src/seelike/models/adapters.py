@@ -61,9 +61,10 @@ def remember_keyword(attn: nn.Module, name: str) -> Callable[[], Tensor | None]:
     return lambda: state[name]
 
 
-def eva_attention(attn: nn.Module, rope: Callable[[], Tensor | None], mask: Callable[[], Tensor | None]) -> Callable[[Tensor], Tensor]:
-    """timm ``EvaAttention`` (EVA, EVA-02): q and k as its forward makes them (fused or separate
-    projections, separate q/v biases, q/k norms, rotary embedding of the patch tokens), from its input [B, T, D]."""
+def biased_qkv_attention(attn: nn.Module, rope: Callable[[], Tensor | None], mask: Callable[[], Tensor | None]) -> Callable[[Tensor], Tensor]:
+    """timm ``EvaAttention`` (EVA, EVA-02, RoPE ViTs) and BEiT ``Attention``: q and k as their forward makes
+    them (fused or separate projections, separate q/v biases, q/k norms, rotary embedding of the patch
+    tokens), plus BEiT's relative position bias (own and shared), from the module's input [B, T, D]."""
     from timm.layers import apply_rot_embed_cat
 
     def probabilities(x: Tensor) -> Tensor:
@@ -77,13 +78,14 @@ def eva_attention(attn: nn.Module, rope: Callable[[], Tensor | None], mask: Call
         else:
             q = attn.q_proj(x).reshape(batch, tokens, attn.num_heads, -1).transpose(1, 2)
             k = attn.k_proj(x).reshape(batch, tokens, attn.num_heads, -1).transpose(1, 2)
-        q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = getattr(attn, "q_norm", nn.Identity())(q), getattr(attn, "k_norm", nn.Identity())(k)
         embedding = rope()
         if embedding is not None:
             prefix, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
             q = torch.cat([q[:, :, :prefix], apply_rot_embed_cat(q[:, :, prefix:], embedding, half=half)], dim=2)
             k = torch.cat([k[:, :, :prefix], apply_rot_embed_cat(k[:, :, prefix:], embedding, half=half)], dim=2)
-        return attention_probabilities(q, k, attn.scale, None, mask())
+        table = getattr(attn, "relative_position_bias_table", None)
+        return attention_probabilities(q, k, attn.scale, attn._get_rel_pos_bias() if table is not None else None, mask())
 
     return probabilities
 
@@ -97,7 +99,8 @@ def remember_attention_mask(attn: nn.Module) -> Callable[[], Tensor | None]:
     state: dict[str, Tensor | None] = {"mask": None}
 
     def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-        mask = next((kwargs[key] for key in ("attention_mask", "attn_mask", "mask") if kwargs.get(key) is not None), None)
+        keys = ("attention_mask", "attn_mask", "mask", "shared_rel_pos_bias")  # the last: timm BEiT's shared bias
+        mask = next((kwargs[key] for key in keys if kwargs.get(key) is not None), None)
         state["mask"] = args[1] if mask is None and len(args) > 1 and isinstance(args[1], Tensor) else mask
 
     attn.register_forward_pre_hook(hook, with_kwargs=True)
@@ -158,14 +161,15 @@ def prenorm_block_layers(prefix: str, block: nn.Module, index: int) -> list[Laye
         Layer(f"{p}.norm1", f"{p}.norm1", "tokens", index, "norm1"),
     ]
     attn = getattr(block, mixing)
-    if type(attn).__name__ == "EvaAttention":  # rotary embeddings: recomputed as its forward does
-        probabilities = eva_attention(attn, remember_keyword(attn, "rope"), remember_attention_mask(attn))
+    if type(attn).__name__ == "EvaAttention" or hasattr(attn, "relative_position_bias_table"):  # EVA, BEiT: as their forward does
+        probabilities = biased_qkv_attention(attn, remember_keyword(attn, "rope"), remember_attention_mask(attn))
         layers.append(Layer(f"{p}.attn_probs", f"{p}.{mixing}", "attention", index, "attn_probs", hook="input", transform=probabilities))
         layers.append(Layer(f"{p}.heads", f"{p}.{mixing}.proj", "heads", index, "heads", hook="input"))
         layers.append(Layer(f"{p}.attn", f"{p}.{attention_branch}", "tokens", index, "attn"))
     elif hasattr(attn, "qkv") and hasattr(attn, "num_heads"):
-        layers.append(Layer(f"{p}.attn_probs", f"{p}.{mixing}.qkv", "attention", index, "attn_probs", transform=attention_from_qkv(attn)))
-        layers.append(Layer(f"{p}.heads", f"{p}.{mixing}.proj", "heads", index, "heads", hook="input"))
+        if not hasattr(attn, "rel_pos"):  # timm's relative-position ViTs add a term not recomputed here: no maps, never wrong ones
+            layers.append(Layer(f"{p}.attn_probs", f"{p}.{mixing}.qkv", "attention", index, "attn_probs", transform=attention_from_qkv(attn)))
+            layers.append(Layer(f"{p}.heads", f"{p}.{mixing}.proj", "heads", index, "heads", hook="input"))
         layers.append(Layer(f"{p}.attn", f"{p}.{attention_branch}", "tokens", index, "attn"))
     else:  # Mixer: the token-mixing MLP is the block's first branch ([B, D, T])
         layers.append(Layer(f"{p}.token_mixing", f"{p}.{attention_branch}", "other", index, "attn"))
