@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and on its own: pip takes the build this machine caps, without a second resolve
 	$(BIN)/python -m pip install -q "torch>=2.3" "torchvision>=0.18"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	# the hf extra too, so the Hugging Face tests (tests/test_hf.py, the support matrix) run rather than skip
+	$(BIN)/python -m pip install -q -e ".[test,hf]"
 	touch $(STAMP)
 
 data:

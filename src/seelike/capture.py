@@ -61,7 +61,7 @@ class Capture:
                 if hook == "output":
                     handle = modules[path].register_forward_hook(self._output_hook(layers))
                 else:
-                    handle = modules[path].register_forward_pre_hook(self._input_hook(layers))
+                    handle = modules[path].register_forward_pre_hook(self._input_hook(layers), with_kwargs=True)
                 self._handles.append(handle)
         except BaseException:
             self.remove()
@@ -98,8 +98,9 @@ class Capture:
         return hook
 
     def _input_hook(self, layers: list[Layer]):
-        def hook(module: torch.nn.Module, inputs: Any) -> None:
-            self._store(layers, inputs[0])
+        def hook(module: torch.nn.Module, inputs: Any, kwargs: dict[str, Any]) -> None:
+            # the first input, positional or (Hugging Face layers) passed by keyword
+            self._store(layers, inputs[0] if inputs else next(v for v in kwargs.values() if isinstance(v, Tensor)))
 
         return hook
 

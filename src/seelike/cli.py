@@ -682,8 +682,8 @@ def attention(
     shares = result.local_share()
     for row, block in enumerate(result.blocks):
         distance = result.distance[row]
-        table.add_row(str(block), f"{distance.mean():.2f}", f"{distance.min():.2f}", f"{distance.max():.2f}", f"{shares[row]:.0%}",
-                      f"{result['renormalised'][row].mean():.2f}", f"{result['prefix_mass'][row].mean():.3f}")
+        table.add_row(str(block), f"{np.nanmean(distance):.2f}", f"{np.nanmin(distance):.2f}", f"{np.nanmax(distance):.2f}", f"{shares[row]:.0%}",
+                      f"{np.nanmean(result['renormalised'][row]):.2f}", f"{np.nanmean(result['prefix_mass'][row]):.3f}")
     console.print(table)
     console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
 

@@ -251,7 +251,7 @@ def plot_attention_distance_heads(result: AttentionDistanceResult, blocks: list[
 
         raise InvalidInputError(f"blocks {unknown} are not in this result; pick from {result.blocks}")
     figure, axes = plt.subplots(1, len(blocks), figsize=(2.6 * len(blocks) + 0.4, 2.8), sharey=True, squeeze=False)
-    top = max(float(result.distance.max()), result.metadata["uniform_distance"], result.image_width / 2) * 1.1
+    top = max(float(np.nanmax(result.distance)), result.metadata["uniform_distance"], result.image_width / 2) * 1.1
     for ax, block in zip(axes[0], blocks):
         distance = np.sort(result.distance[result.blocks.index(block)])
         ax.plot(np.arange(len(distance)), distance, "o", markersize=4)
@@ -272,7 +272,7 @@ def plot_attention_distance_depth(result: AttentionDistanceResult) -> plt.Figure
     blocks = np.array(result.blocks)
     heads = result.distance.shape[1]
     ax.scatter(np.repeat(blocks, heads), result.distance.ravel(), s=12, alpha=0.7, label="head")
-    ax.plot(blocks, result.distance.mean(axis=1), color="C1", linewidth=1, label="block mean")
+    ax.plot(blocks, np.nanmean(result.distance, axis=1), color="C1", linewidth=1, label="block mean")
     _distance_references(ax, result)
     ax.set_xlabel("block")
     ax.set_ylabel("mean attention distance (px)")

@@ -103,6 +103,12 @@ def prefix_attention_mass(attn: Tensor, grid: tuple[int, int], num_prefix_tokens
     return _per_query(attn, grid, 1, num_prefix_tokens)[2].mean(dim=(0, 2))
 
 
+def _stack_heads(sums: list[Tensor]) -> Tensor:
+    """[blocks, 3, heads] from per-block [3, heads_b]; blocks with fewer heads (a Swin stage) padded with NaN."""
+    heads = max(term.shape[-1] for term in sums)
+    return torch.stack([torch.nn.functional.pad(term, (0, heads - term.shape[-1]), value=float("nan")) for term in sums])
+
+
 @dataclass(frozen=True)
 class AttentionDistanceResult(Result):
     """Arrays ``distance``, ``renormalised``, ``prefix_mass`` [blocks, heads] and ``blocks`` [blocks];
@@ -129,8 +135,9 @@ class AttentionDistanceResult(Result):
         return float(self.metadata["uniform_distance"])
 
     def share_below(self, pixels: float) -> np.ndarray:
-        """Share of heads per block whose distance is below ``pixels`` [blocks]."""
-        return (self.distance < pixels).mean(axis=1)
+        """Share of heads per block whose distance is below ``pixels`` [blocks] (NaN-padded heads of a Swin stage not counted)."""
+        heads = (~np.isnan(self.distance)).sum(axis=1)
+        return (self.distance < pixels).sum(axis=1) / np.maximum(heads, 1)
 
     def local_heads(self, fraction: float = LOCAL_FRACTION, draw: int | None = None) -> np.ndarray:
         """Which heads are local [blocks, heads]: renormalised distance below ``fraction`` × the uniform
@@ -139,17 +146,20 @@ class AttentionDistanceResult(Result):
             renormalised, prefix = self.arrays["renormalised"], self.arrays["prefix_mass"]
         else:
             renormalised, prefix = self.arrays["renormalised_bootstrap"][draw], self.arrays["prefix_mass_bootstrap"][draw]
-        return (renormalised < fraction * self.uniform_distance) & (prefix < MAX_PREFIX_MASS)
+        uniform = self.arrays["block_uniform_distance"][:, None] if "block_uniform_distance" in self.arrays else self.uniform_distance
+        return (renormalised < fraction * uniform) & (prefix < MAX_PREFIX_MASS)
 
     def local_share(self, fraction: float = LOCAL_FRACTION) -> np.ndarray:
         """Share of local heads per block [blocks] (see :meth:`local_heads`)."""
-        return self.local_heads(fraction).mean(axis=1)
+        heads = np.maximum((~np.isnan(self.distance)).sum(axis=1), 1)  # NaN-padded heads of a Swin stage not counted
+        return self.local_heads(fraction).sum(axis=1) / heads
 
     def local_share_draws(self, fraction: float = LOCAL_FRACTION) -> np.ndarray:
         """Bootstrap draws [draws, blocks] of :meth:`local_share` (empty when the result has no draws)."""
         if "renormalised_bootstrap" not in self.arrays:
             return np.zeros((0, len(self.distance)))
-        return np.stack([self.local_heads(fraction, d).mean(axis=1) for d in range(len(self.arrays["renormalised_bootstrap"]))])
+        heads = np.maximum((~np.isnan(self.distance)).sum(axis=1), 1)
+        return np.stack([self.local_heads(fraction, d).sum(axis=1) / heads for d in range(len(self.arrays["renormalised_bootstrap"]))])
 
 
 class AttentionDistance(Accumulator):
@@ -167,7 +177,8 @@ class AttentionDistance(Accumulator):
         layers = model.attention_layers()
         if not layers or model.token_layout is None:
             raise InvalidInputError(
-                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm or torchvision)"
+                f"{model.spec} has no attention layers; attention distance needs a ViT (own, timm, torchvision or hf; Swin too): "
+                "it does not apply to CNNs"
             )
         if blocks is not None:
             known = {layer.block for layer in layers}
@@ -178,42 +189,47 @@ class AttentionDistance(Accumulator):
         self.model = model
         self.attention: list[Layer] = layers
         self.layout = model.token_layout
-        self.add_state("sums")  # [blocks, 3, heads] float64 on the CPU, shaped by the first batch
-        self.add_state("rows", torch.zeros((), dtype=torch.int64))  # query rows (images × patches) per block
-        self.add_state("per_image", reduce="cat")  # [images, blocks, 3, heads] per-image means: the bootstrap
+        # each map's own geometry: the model's grid, or a window on its stage's grid (Swin, docs/swin_attention_distance.md)
+        self.layouts = {f"{model.name}/{layer.name}": model.layout_of(layer) for layer in layers}
+        self.add_state("sums")  # [blocks, 3, heads] float64 on the CPU, shaped by the first batch; NaN beyond a block's heads
+        self.add_state("rows", torch.zeros(len(layers), dtype=torch.int64))  # query rows (images × windows × patches) per block
+        self.add_state("per_image", reduce="cat")  # [images, blocks, 3, heads] per-image means (NaN-padded heads): the bootstrap
 
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.attention}
 
-    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, Tensor]:
+    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, int, Tensor]:
         """Attention probabilities [B, H, T, T] -> summed distance, renormalised distance, prefix mass [3, H],
-        and the same per image [B, 3, H] (for the bootstrap)."""
-        layout = self.layout
+        the number of query rows (B is images, or images × windows for window attention), and the per-map
+        sums [B, 3, H] (for the bootstrap over images)."""
+        layout = self.layouts[key]
         terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
         summed = torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64)
-        per_image = torch.stack([term.sum(dim=2) for term in terms], dim=1).to("cpu", torch.float64)
-        return summed, per_image
+        per_map = torch.stack([term.sum(dim=2) for term in terms], dim=1).to("cpu", torch.float64)
+        return summed, attn.shape[0] * layout.num_patches, per_map
 
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`)."""
-        reduced = [activation(activations, self.model, layer) for layer in self.attention]
-        sums = [summed for summed, _ in reduced]
-        heads = {s.shape[-1] for s in sums}
-        if len(heads) != 1:
-            raise InvalidInputError(f"{self.model.spec}: blocks have different head counts {sorted(heads)}; pick blocks with one count")
-        per_image = torch.stack([images for _, images in reduced], dim=1)  # [B, blocks, 3, heads]
-        self.accumulate(sums=torch.stack(sums), rows=torch.tensor(len(batch) * self.layout.num_patches),
-                        per_image=per_image / self.layout.num_patches)
+        """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`), and each image's means."""
+        sums, rows, per_map = zip(*(activation(activations, self.model, layer) for layer in self.attention))
+        images = len(batch)
+        per_image = []
+        for block_maps, block_rows in zip(per_map, rows):  # windows of one image are consecutive (image-major)
+            per_image.append(block_maps.reshape(images, -1, *block_maps.shape[1:]).sum(dim=1) / (block_rows / images))
+        heads = max(p.shape[-1] for p in per_image)
+        per_image = torch.stack([torch.nn.functional.pad(p, (0, heads - p.shape[-1]), value=float("nan")) for p in per_image], dim=1)
+        self.accumulate(sums=_stack_heads(list(sums)), rows=torch.tensor(rows, dtype=torch.int64), per_image=per_image)
         self.count(batch)
 
     def compute(self) -> AttentionDistanceResult:
-        means = (self.state("sums") / self.state("rows")).numpy()
+        means = (self.state("sums") / self.state("rows")[:, None, None]).numpy()
         layout = self.layout
         arrays = {
             "distance": means[:, 0],
             "renormalised": means[:, 1],
             "prefix_mass": means[:, 2],
             "blocks": np.array([layer.block for layer in self.attention]),
+            "block_patch_size": np.array([layout.patch_size for layout in self.layouts.values()]),
+            "block_uniform_distance": np.array([uniform_attention_distance(l.grid, l.patch_size) for l in self.layouts.values()]),
         }
         draws = bootstrap_means(self.state("per_image").numpy(), seed=0)  # [draws, blocks, 3, heads]
         for index, name in enumerate(("distance", "renormalised", "prefix_mass")):

@@ -108,7 +108,7 @@ class HeadSimilarity(Accumulator):
         if self.heads_layer is None:
             raise InvalidInputError(
                 f"{vit.spec} exposes no per-head outputs (role 'heads') in block {block}; head similarity needs a ViT whose "
-                "attention output projection seelike can read (own or timm)"
+                "attention output projection seelike can read (own, timm or hf); it does not apply to CNNs or to Swin, whose heads see windows"
             )
         if cnn.token_layout is not None or not any(layer.kind == "feature_map" for layer in cnn.block_layers()):
             raise InvalidInputError(f"{cnn.spec} is not a CNN (its blocks give no feature maps); head similarity compares a ViT's heads with a CNN's units")

@@ -248,6 +248,7 @@ def _probe_grids(model: Model, layers: Sequence[Layer]) -> list[Position]:
     grids, bad = [], []
     for layer in layers:
         shape = shapes[layer.name]
+        layout = model.layout_of(layer)  # a hierarchical model's stage grid, else the model's
         if layer.kind == "feature_map" and len(shape) == 4:
             grids.append(shape[2:])
         elif layer.kind == "tokens" and layout is not None and len(shape) == 3 and shape[1] == layout.num_prefix_tokens + layout.num_patches:

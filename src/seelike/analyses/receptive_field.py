@@ -55,7 +55,7 @@ def centre_position(model: Model, layer: Layer, shape: Sequence[int]) -> tuple[i
     """
     height, width = model.preprocessing.input_size[1:]
     if layer.kind == "tokens" and len(shape) == 3:
-        layout = model.token_layout
+        layout = model.layout_of(layer)  # a hierarchical model's stage grid, else the model's
         if layout is None:
             raise InvalidInputError(f"{model.spec}: layer {layer.name!r} holds tokens but the model has no token layout")
         row, column = layout.grid[0] // 2, layout.grid[1] // 2

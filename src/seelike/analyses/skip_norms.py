@@ -118,6 +118,9 @@ class SkipNorms(Accumulator):
         self.add_state("batches", torch.zeros((), dtype=torch.int64))
         self.add_state("per_image", reduce="cat")  # [images, K, branches, (CLS, spatial mean)] per-image ratios
         self._prefix = model.token_layout.num_prefix_tokens if model.token_layout else 0
+        # tokens per block: fewer in a hierarchical model's later stages (Swin), whose rows of T are NaN-padded
+        layouts = [model.layout_of(self.roles[b]["input"]) if self.structure == "prenorm" else None for b in self.blocks]
+        self._tokens = [layout.num_prefix_tokens + layout.num_patches if layout else None for layout in layouts]
 
     def _channels_first_branches(self) -> set[str]:
         """Keys of mixing branches that come out as [B, D, T] (a Mixer's token MLP), from one probe image."""
@@ -162,6 +165,8 @@ class SkipNorms(Accumulator):
             rows.append(torch.stack([ratio.sum(dim=0) for ratio in ratios]))
             per_image.append(torch.stack([torch.stack([ratio[:, 0], ratio[:, self._prefix:].mean(dim=1)], dim=1) for ratio in ratios], dim=1))
             zero.append([int((branch == 0).any(dim=-1).sum()) for _, branch in norms] + [0] * (2 - len(norms)))
+        tokens = max(row.shape[-1] for row in rows)
+        rows = [torch.nn.functional.pad(row, (0, tokens - row.shape[-1]), value=float("nan")) for row in rows]
         self.accumulate(sums=torch.stack(rows).cpu(), equal_batches=torch.tensor(equal, dtype=torch.int64),
                         zero_branch=torch.tensor(zero, dtype=torch.int64), batches=torch.tensor(1),
                         per_image=torch.stack(per_image, dim=1).cpu())
@@ -187,7 +192,7 @@ class SkipNorms(Accumulator):
             for index, branch in enumerate(BRANCHES):
                 per_token = means[:, index]
                 arrays[f"{branch}_per_token"] = per_token
-                arrays[f"{branch}_spatial"] = per_token[:, prefix:].mean(axis=1)
+                arrays[f"{branch}_spatial"] = np.array([row[prefix:count].mean() for row, count in zip(per_token, self._tokens)])
                 bootstrap = np.where(removed[None, :, index], np.nan, draws[:, :, index, 1])
                 arrays[f"{branch}_spatial_bootstrap"], arrays[f"{branch}_spatial_se"] = bootstrap, standard_error(bootstrap)
                 if prefix:

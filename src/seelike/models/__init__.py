@@ -1,7 +1,8 @@
 """Load any supported vision model as a :class:`Model`.
 
 Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architecture at random init), ``timm:NAME[?pretrained=1&img_size=...]``,
-``torchvision:NAME[?pretrained=1]``, ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
+``torchvision:NAME[?pretrained=1]``, ``hf:ORG/NAME`` or ``hf:PATH`` (Hugging Face transformers: the hub, or a
+``save_pretrained`` folder; needs ``pip install 'seelike[hf]'``), ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
 seelike ``.safetensors`` checkpoint (or a ``seelike train`` folder: its ``model.safetensors``).
 Random-init models are seeded (``seed=0`` by default) so the same spec always gives the same weights.
@@ -126,7 +127,7 @@ def load_checkpoint(path: str | Path, spec: str | None = None, random_init_seed:
 def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
     """Turn a model spec into a :class:`Model` on ``device`` (see the module docstring)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ModelLoadError(f"empty model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, seelike:vit|resnet|mixer "
+        raise ModelLoadError(f"empty model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, hf:ORG/NAME|PATH, seelike:vit|resnet|mixer "
                              "or a path to a .safetensors checkpoint (or a `seelike train` folder)")
     device = resolve_device(device)
     scheme, _, rest = spec.partition(":") if ":" in spec and not Path(spec).exists() else ("path", "", spec)
@@ -156,9 +157,15 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> Model:
             model = _load_timm(spec, name, options)
         elif scheme == "torchvision":
             model = _load_torchvision(spec, name, options)
+        elif scheme == "hf":
+            from seelike.models.hf import load_hf
+
+            if "seed" in options and not random_init:
+                raise ModelLoadError(f"{spec}: seed=N only applies to the random-init baseline; add init=random or drop seed")
+            model = _finish(load_hf(spec, name, options, random_init, _seed(options)))
         else:
             raise ModelLoadError(
-                f"unknown model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, seelike:vit|resnet|mixer "
+                f"unknown model spec {spec!r}: use zoo:NAME, timm:NAME, torchvision:NAME, hf:ORG/NAME|PATH, seelike:vit|resnet|mixer "
                 "or a path to a .safetensors checkpoint"
             )
     return model.to(device)

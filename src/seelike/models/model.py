@@ -51,30 +51,6 @@ def unique_names(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class Layer:
-    """One place in the forward pass where an analysis can read a tensor.
-
-    ``module`` is the module path; ``hook`` says whether its output or its first input is
-    read; ``clone`` copies the tensor in the hook (needed where the model later changes it in
-    place); ``transform`` (optional) turns what the hook sees into the tensor analyses get
-    (used for attention probabilities, recomputed from the block's queries and keys).
-    """
-
-    name: str
-    module: str
-    kind: LayerKind
-    block: int | None = None
-    role: str = BLOCK_OUTPUT
-    hook: Literal["output", "input"] = "output"
-    clone: bool = False
-    transform: Callable[..., Tensor] | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def is_block_output(self) -> bool:
-        return self.role == BLOCK_OUTPUT
-
-
-@dataclass(frozen=True)
 class TokenLayout:
     """How a token model lays out its sequence: prefix tokens (CLS, distillation, registers), then the patch grid."""
 
@@ -85,6 +61,33 @@ class TokenLayout:
     @property
     def num_patches(self) -> int:
         return self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One place in the forward pass where an analysis can read a tensor.
+
+    ``module`` is the module path; ``hook`` says whether its output or its first input is
+    read; ``clone`` copies the tensor in the hook (needed where the model later changes it in
+    place); ``transform`` (optional) turns what the hook sees into the tensor analyses get
+    (used for attention probabilities, recomputed from the block's queries and keys).
+    ``token_layout`` (optional) overrides the model's token layout for this layer: a hierarchical
+    model's stage grid and patch size, or the window a window-attention map covers (Swin).
+    """
+
+    name: str
+    module: str
+    kind: LayerKind
+    block: int | None = None
+    role: str = BLOCK_OUTPUT
+    hook: Literal["output", "input"] = "output"
+    clone: bool = False
+    transform: Callable[..., Tensor] | None = field(default=None, compare=False, repr=False)
+    token_layout: TokenLayout | None = None
+
+    @property
+    def is_block_output(self) -> bool:
+        return self.role == BLOCK_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,10 @@ class Model:
     def attention_layers(self) -> list[Layer]:
         """Attention probabilities [B, H, T, T], one per attention block."""
         return [layer for layer in self.layers if layer.kind == "attention"]
+
+    def layout_of(self, layer: Layer) -> TokenLayout | None:
+        """The token layout of ``layer``: its own (a Swin stage or window) or else the model's."""
+        return layer.token_layout or self.token_layout
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:

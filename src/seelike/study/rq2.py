@@ -28,7 +28,7 @@ MIN_HEAD_SPAN = 0.1  # Fig 5: ... nor heads whose distances span less than this 
 # -- Fig 3: attention distance -------------------------------------------------------------------------------
 def local_share_quantity(result: Any, block: int) -> Quantity:
     """Share of local heads of ``block`` (renormalised distance < LOCAL_FRACTION × uniform, prefix mass < MAX_PREFIX_MASS), with bootstrap draws."""
-    if np.isnan(result["renormalised"][block]).any() or np.isnan(result["prefix_mass"][block]).any():
+    if np.isnan(result["renormalised"][block]).all() or np.isnan(result["prefix_mass"][block]).all():  # padded Swin heads aside
         return Quantity(float("nan"), np.full(len(result["renormalised_bootstrap"]), np.nan))
     return Quantity(float(result.local_share()[block]), result.local_share_draws()[:, block])
 
