@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -319,3 +320,35 @@ def test_skip_ratio_of_a_resnet_whose_branches_start_at_zero_is_infinite():
     assert cnn_skip_ratio({"shortcut_over_branch": np.array([np.inf, np.inf, np.nan]), "shortcut_over_branch_bootstrap": draws}).value == np.inf
     finite = {"shortcut_over_branch": np.array([1.0, 3.0, np.nan]), "shortcut_over_branch_bootstrap": np.ones((5, 3))}
     assert cnn_skip_ratio(finite).value == 2.0
+
+
+def _single_pass_steps() -> list[StudyStep]:
+    vit, pair = {"vit": TINY["vit"]}, {"vit": TINY["vit"], "resnet": TINY["resnet"]}
+    empty = lambda result, names, figures: Section()  # noqa: E731  (the numbers are compared, not the sections)
+    return [StudyStep("cka", "RQ1", "cka", "cka", pair, empty),
+            StudyStep("attention", "RQ2", "attention", "attention_distance", vit, empty),
+            StudyStep("skips", "RQ2", "skips", "skip_norms", pair, empty),
+            StudyStep("heads", "RQ2", "heads", "head_similarity", pair, empty),
+            StudyStep("localize", "RQ3", "localize", "localization", vit, empty)]
+
+
+def test_single_pass_steps_share_one_pass_and_give_the_numbers_of_separate_runs(tmp_path, monkeypatch):
+    from seelike.study import analyses
+
+    steps = _single_pass_steps()
+    pool = engine.ModelPool("cpu")
+    images = {spec: 0 for spec in (TINY["vit"], TINY["resnet"])}
+    for spec in images:  # images forwarded in batches (the 1-image probe passes that read shapes are not counted)
+        pool.get(spec).module.register_forward_hook(
+            lambda module, inputs, output, spec=spec: images.__setitem__(spec, images[spec] + (len(inputs[0]) if len(inputs[0]) > 1 else 0)))
+    shared = run_study(steps, SETTINGS, tmp_path / "shared", pool=pool)
+    assert [o.status for o in shared] == ["ok"] * 5 and all("shared pass" in o.note for o in shared)
+    assert images == {TINY["vit"]: SETTINGS.n, TINY["resnet"]: SETTINGS.n}  # every image once per model, for all five steps
+    monkeypatch.setattr(analyses, "PLANNERS", {})  # each step alone, as before the shared pass
+    alone = run_study(steps, SETTINGS, tmp_path / "alone")
+    assert [o.status for o in alone] == ["ok"] * 5 and all("shared pass" not in o.note for o in alone)
+    for together, separate in zip(shared, alone):
+        a, b = load_result(together.cache_dir), load_result(separate.cache_dir)
+        assert sorted(a.arrays) == sorted(b.arrays)
+        for key in a.arrays:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{together.step.name}: {key}")

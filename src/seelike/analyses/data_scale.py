@@ -14,7 +14,6 @@ of the CKA result (the delta method over batches; with repeats, its mean over re
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -113,6 +112,61 @@ def training_fraction(model: Model) -> float | None:
     return float(recipe[0].fraction) if recipe else None
 
 
+def check_data_scale_models(reference: Model, others: Sequence[Model], baseline: Model) -> list[Model]:
+    """The distinct models of a data-scale comparison, after checking they can be compared block by block."""
+    if not others:
+        raise InvalidInputError("give at least one reduced-data model to compare with the reference")
+    for model in [*others, baseline]:
+        if model.num_blocks != reference.num_blocks:
+            raise InvalidInputError(
+                f"{model.name} has {model.num_blocks} blocks but the reference {reference.name} has {reference.num_blocks}; "
+                "data-scale CKA compares block i with block i, so compare models of the same architecture"
+            )
+    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
+    unique: dict[str, Model] = {}
+    for model in [reference, *others, baseline]:
+        if unique.setdefault(model.name, model) is not model:
+            raise InvalidInputError(f"two different models are both named {model.name!r}; give each its own label (model.label)")
+    return list(unique.values())
+
+
+def data_scale_from_cka(
+    cka: CKAResult,
+    reference: Model,
+    others: Sequence[Model],
+    baseline: Model,
+    fractions: Mapping[str, float | None] | None = None,
+    significance: float = SIGNIFICANCE,
+) -> DataScaleResult:
+    """The Fig 12 comparison read from a CKA result over the block outputs of every model (one pass, pure)."""
+    unique = check_data_scale_models(reference, others, baseline)
+    names = [model.name for model in others]
+    arrays = compare_to_reference(cka, reference.name, names, baseline.name, significance)
+    arrays["blocks"] = np.array([layer.block for layer in reference.block_layers()])
+    fractions = dict(fractions or {})
+    metadata: dict[str, Any] = {
+        "reference": reference.name,
+        "models": names,
+        "baseline": baseline.name,
+        "model_specs": {model.name: model.spec for model in unique},
+        "model_fingerprints": {model.name: model.fingerprint() for model in unique},
+        "fractions": {model.name: fractions.get(model.name, training_fraction(model)) for model in unique},
+        "num_blocks": reference.num_blocks,
+        "layers": reference.layer_names(),
+        "significance": significance,
+        "rule": f"changed where cka < baseline - {significance:g} * sqrt(se^2 + se_baseline^2)",
+        "n": cka.metadata["n"],
+        "num_batches": cka.metadata.get("num_batches"),
+        "data": cka.metadata.get("data"),
+        "split": cka.metadata.get("split"),
+        "batch_size": cka.metadata.get("batch_size"),
+        "repeats": cka.metadata.get("repeats", 1),
+        "seed": cka.metadata.get("seed"),
+        "seconds": cka.metadata.get("seconds"),
+    }
+    return DataScaleResult(arrays=arrays, metadata=metadata)
+
+
 def data_scale(
     reference: Model,
     others: Sequence[Model],
@@ -132,44 +186,6 @@ def data_scale(
     ``fractions`` (by model name) label the lines; by default they come from the zoo recipes.
     The same model object may appear more than once (it is run once).
     """
-    if not others:
-        raise InvalidInputError("give at least one reduced-data model to compare with the reference")
-    for model in [*others, baseline]:
-        if model.num_blocks != reference.num_blocks:
-            raise InvalidInputError(
-                f"{model.name} has {model.num_blocks} blocks but the reference {reference.name} has {reference.num_blocks}; "
-                "data-scale CKA compares block i with block i, so compare models of the same architecture"
-            )
-    check_same_architecture(reference, [*others, baseline])  # a ResNet is no data-scale variant of a ViT
-    unique: dict[str, Model] = {}
-    for model in [reference, *others, baseline]:
-        if unique.setdefault(model.name, model) is not model:
-            raise InvalidInputError(f"two different models are both named {model.name!r}; give each its own label (model.label)")
-    started = time.perf_counter()
-    cka = layer_similarity(list(unique.values()), dataset, n=n, batch_size=batch_size, layers="blocks", repeats=repeats,
-                           seed=seed, progress=progress)
-    names = [model.name for model in others]
-    arrays = compare_to_reference(cka, reference.name, names, baseline.name, significance)
-    arrays["blocks"] = np.array([layer.block for layer in reference.block_layers()])
-    fractions = dict(fractions or {})
-    metadata: dict[str, Any] = {
-        "reference": reference.name,
-        "models": names,
-        "baseline": baseline.name,
-        "model_specs": {model.name: model.spec for model in unique.values()},
-        "model_fingerprints": {model.name: model.fingerprint() for model in unique.values()},
-        "fractions": {model.name: fractions.get(model.name, training_fraction(model)) for model in unique.values()},
-        "num_blocks": reference.num_blocks,
-        "layers": reference.layer_names(),
-        "significance": significance,
-        "rule": f"changed where cka < baseline - {significance:g} * sqrt(se^2 + se_baseline^2)",
-        "n": cka.metadata["n"],
-        "num_batches": cka.metadata.get("num_batches"),
-        "data": dataset.spec,
-        "split": dataset.split,
-        "batch_size": batch_size,
-        "repeats": repeats,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return DataScaleResult(arrays=arrays, metadata=metadata)
+    unique = check_data_scale_models(reference, others, baseline)
+    cka = layer_similarity(unique, dataset, n=n, batch_size=batch_size, layers="blocks", repeats=repeats, seed=seed, progress=progress)
+    return data_scale_from_cka(cka, reference, others, baseline, fractions, significance)

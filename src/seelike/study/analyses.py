@@ -1,5 +1,10 @@
 """The analysis kinds a study step can name: each one call into :mod:`seelike.analyses`, bounded by the study's n.
 
+Single-pass analyses register a *planner* (:func:`planner`) that gives their accumulators instead of running
+them: the engine puts the accumulators of every such step into one pass of :func:`seelike.driver.run`, so
+each model forwards each of the study's images once for all of them (ERF's gradient pass and the probes'
+training passes run on their own).
+
 A runner takes the step's models by role, the study's data set and settings and the step's
 ``params``, and returns one :class:`~seelike.results.Result`; per-model analyses return a
 :class:`~seelike.results.ResultBundle` keyed by role. Every runner reads at most ``settings.n``
@@ -8,9 +13,12 @@ images of each split it touches (:func:`images_needed` says how many, for ``--pl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from seelike.analyses.base import Accumulator
+from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Model
 from seelike.results import Result, ResultBundle
@@ -18,6 +26,19 @@ from seelike.study.engine import StudySettings, StudyStep
 
 Runner = Callable[..., Result]
 ANALYSES: dict[str, Runner] = {}
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A step's share of a pass: its accumulators, and how their results make the step's result."""
+
+    accumulators: list[Accumulator]
+    finish: Callable[[list[Result]], Result]
+
+
+Planner = Callable[..., Planned]
+#: analyses that read the study's data in one forward pass: the engine runs all of them in a single pass
+PLANNERS: dict[str, Planner] = {}
 
 ERF_IMAGES = 32  # the paper averages ERFs over 32 images
 PROBE_TRAIN_IMAGES = 10_000  # full-data probes train on at most this many training images (and at most n)
@@ -31,6 +52,40 @@ def analysis(name: str) -> Callable[[Runner], Runner]:
         return runner
 
     return register
+
+
+def planner(name: str) -> Callable[[Planner], Planner]:
+    """Register ``name`` as a single-pass analysis: a planner gives its accumulators, the runner is derived."""
+
+    def register(plan: Planner) -> Planner:
+        PLANNERS[name] = plan
+
+        def run_alone(models: Mapping[str, Model], dataset: Any, settings: StudySettings, **params: Any) -> Result:
+            planned = plan(models, settings, **params)
+            return planned.finish(run(planned.accumulators, dataset, settings.n, settings.batch_size, settings.seed))
+
+        ANALYSES[name] = run_alone
+        return plan
+
+    return register
+
+
+def plan_step(step: StudyStep, models: Mapping[str, Model], settings: StudySettings) -> Planned | None:
+    """``step``'s accumulators for the shared pass, or None when its analysis needs passes of its own."""
+    if step.analysis not in PLANNERS:
+        return None
+    return PLANNERS[step.analysis](models, settings, **step.params)
+
+
+def run_shared_pass(plans: Sequence[Planned], dataset: Any, settings: StudySettings) -> list[Result]:
+    """Every plan's accumulators in one pass over the study's images (each model forwards each image once)."""
+    accumulators = [accumulator for planned in plans for accumulator in planned.accumulators]
+    results = run(accumulators, dataset, settings.n, settings.batch_size, settings.seed)
+    finished, start = [], 0
+    for planned in plans:
+        finished.append(planned.finish(results[start:start + len(planned.accumulators)]))
+        start += len(planned.accumulators)
+    return finished
 
 
 def run_analysis(step: StudyStep, models: Mapping[str, Model], dataset: Any, settings: StudySettings) -> Result:
@@ -51,23 +106,30 @@ def images_needed(step: StudyStep, settings: StudySettings) -> str:
     return f"{settings.n} {settings.split} images"
 
 
-def _per_model(models: Mapping[str, Model], run: Callable[[Model], Result]) -> ResultBundle:
-    return ResultBundle.of({role: run(model) for role, model in models.items()})
+def _per_model(models: Mapping[str, Model], analyse: Callable[[Model], Result]) -> ResultBundle:
+    return ResultBundle.of({role: analyse(model) for role, model in models.items()})
 
 
-@analysis("cka")
-def cka(models: Mapping[str, Model], dataset: Any, settings: StudySettings, layers: str = "blocks") -> Result:
-    from seelike.analyses.layer_similarity import layer_similarity
-
-    distinct = list({id(m): m for m in models.values()}.values())
-    return layer_similarity(distinct, dataset, n=settings.n, batch_size=settings.batch_size, layers=layers, seed=settings.seed)
+def _distinct(models: Mapping[str, Model]) -> list[Model]:
+    return list({id(m): m for m in models.values()}.values())
 
 
-@analysis("attention_distance")
-def attention_distance(models: Mapping[str, Model], dataset: Any, settings: StudySettings) -> Result:
-    from seelike.analyses.attention_distance import attention_distances
+def _bundle(roles: Sequence[str]) -> Callable[[list[Result]], Result]:
+    return lambda results: ResultBundle.of(dict(zip(roles, results)))
 
-    return _per_model(models, lambda m: attention_distances(m, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed))
+
+@planner("cka")
+def cka(models: Mapping[str, Model], settings: StudySettings, layers: str = "blocks") -> Planned:
+    from seelike.analyses.layer_similarity import LayerSimilarity
+
+    return Planned([LayerSimilarity(_distinct(models), layers)], lambda results: results[0])
+
+
+@planner("attention_distance")
+def attention_distance(models: Mapping[str, Model], settings: StudySettings) -> Planned:
+    from seelike.analyses.attention_distance import AttentionDistance
+
+    return Planned([AttentionDistance(m) for m in models.values()], _bundle(list(models)))
 
 
 @analysis("receptive_field")
@@ -85,27 +147,27 @@ def receptive_field(models: Mapping[str, Model], dataset: Any, settings: StudySe
                                                                     embedding=True, patch_size=patch_size))
 
 
-@analysis("skip_norms")
-def skip_norms(models: Mapping[str, Model], dataset: Any, settings: StudySettings) -> Result:
-    from seelike.analyses.skip_norms import skip_norm_ratios
+@planner("skip_norms")
+def skip_norms(models: Mapping[str, Model], settings: StudySettings) -> Planned:
+    from seelike.analyses.skip_norms import SkipNorms
 
-    return _per_model(models, lambda m: skip_norm_ratios(m, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed))
+    return Planned([SkipNorms(m) for m in models.values()], _bundle(list(models)))
 
 
-@analysis("head_similarity")
-def head_similarity(models: Mapping[str, Model], dataset: Any, settings: StudySettings, cnn: str = "resnet") -> Result:
+@planner("head_similarity")
+def head_similarity(models: Mapping[str, Model], settings: StudySettings, cnn: str = "resnet") -> Planned:
     """Heads of each ViT role against the CNN role (the random-init ViT gives the chance level)."""
-    from seelike.analyses.head_similarity import head_similarity as compare
+    from seelike.analyses.head_similarity import HeadSimilarity
 
-    return ResultBundle.of({role: compare(model, models[cnn], dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
-                            for role, model in models.items() if role != cnn})
+    roles = [role for role in models if role != cnn]
+    return Planned([HeadSimilarity(models[role], models[cnn]) for role in roles], _bundle(roles))
 
 
-@analysis("localization")
-def localization(models: Mapping[str, Model], dataset: Any, settings: StudySettings) -> Result:
-    from seelike.analyses.localization import spatial_localization
+@planner("localization")
+def localization(models: Mapping[str, Model], settings: StudySettings) -> Planned:
+    from seelike.analyses.localization import Localization
 
-    return _per_model(models, lambda m: spatial_localization(m, dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed))
+    return Planned([Localization(m) for m in models.values()], _bundle(list(models)))
 
 
 @analysis("probes")
@@ -121,11 +183,13 @@ def probes(models: Mapping[str, Model], dataset: Any, settings: StudySettings, f
                                                      readouts=readouts, shots=shots or None, samples=samples, seed=settings.seed))
 
 
-@analysis("data_scale")
-def data_scale(models: Mapping[str, Model], dataset: Any, settings: StudySettings, reference: str = "vit",
-               seed_twin: str = "vit_seed1") -> Result:
+@planner("data_scale")
+def data_scale(models: Mapping[str, Model], settings: StudySettings, reference: str = "vit", seed_twin: str = "vit_seed1") -> Planned:
     """Per-block CKA of every other role against ``reference``, beside the ``seed_twin`` baseline."""
-    from seelike.analyses.data_scale import data_scale as compare
+    from seelike.analyses.data_scale import check_data_scale_models, data_scale_from_cka
+    from seelike.analyses.layer_similarity import LayerSimilarity
 
     others = [model for role, model in models.items() if role not in (reference, seed_twin)]
-    return compare(models[reference], others, models[seed_twin], dataset, n=settings.n, batch_size=settings.batch_size, seed=settings.seed)
+    unique = check_data_scale_models(models[reference], others, models[seed_twin])
+    return Planned([LayerSimilarity(unique, "blocks")],
+                   lambda results: data_scale_from_cka(results[0], models[reference], others, models[seed_twin]))

@@ -183,7 +183,6 @@ def run_study(
     """Run (or load from cache) every step, then write ``results.json`` and ``report/index.html``.
 
     ``pool``: the models :func:`validate_study` loaded (default: loaded as the steps need them)."""
-    from seelike.data import load_dataset
     from seelike.report import write_report
     from seelike.study.analyses import run_analysis
 
@@ -191,33 +190,39 @@ def run_study(
     figures_dir = out / "report" / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     pool = pool or ModelPool(settings.device, unique_names([spec for step in steps for spec in step.specs]))
-    dataset = None
+    data = _StudyData(settings)
     outcomes: list[StepOutcome] = []
     study_started = time.perf_counter()
+    cached: dict[str, tuple[Result | None, str]] = {}  # each cache entry read once, before the shared pass
+    for step in steps:
+        available, absent = _step_models(step, pool)
+        if available and not set(absent) & set(step.required_roles):
+            cached[step.name] = read_cache(_cache_dir(step, available, settings, out))
+    to_compute = [step for step in steps if step.name in cached and cached[step.name][0] is None]
+    shared, shared_errors = _shared_pass(to_compute, pool, settings, data)
     for index, step in enumerate(steps):
         started = time.perf_counter()
-        loaded = {role: pool.get(spec) for role, spec in step.models.items()}
-        available = {role: model for role, model in loaded.items() if model is not None}
-        absent = [role for role, model in loaded.items() if model is None]
-        if set(absent) & set(step.required_roles) or not available:
+        available, absent = _step_models(step, pool)
+        if step.name not in cached:
             reasons = "; ".join(f"{role} ({step.models[role]}): {pool.missing[step.models[role]]}" for role in absent)
             outcome = StepOutcome(step, "skipped", error=f"models not available: {reasons}")
         else:
             try:
-                models = list({id(m): m for m in available.values()}.values())
-                key = cache_key(step, models, settings)
-                cache_dir = out / "cache" / f"{step.name}-{key}"
-                result, note = read_cache(cache_dir)
+                cache_dir = _cache_dir(step, available, settings, out)
+                result, note = cached[step.name]
                 status = "cached"
+                if step.name in shared_errors:
+                    raise shared_errors[step.name]
                 if result is None:
-                    if dataset is None:
-                        dataset = load_dataset(settings.data, split=settings.split)
-                    result, status = run_analysis(step, available, dataset, settings), "ok"
+                    result = shared[step.name] if step.name in shared else run_analysis(step, available, data.get(), settings)
+                    status = "ok"
                     result.save(cache_dir)
                 names = {role: model.name for role, model in available.items()}
                 section = step.section(result, names, figures_dir)
                 if absent:
                     section.text += f" Not shipped here, so left out: {', '.join(f'{r} ({step.models[r]})' for r in absent)}."
+                if step.name in shared:
+                    note = (note + " " if note else "") + "computed in the study's shared pass"
                 outcome = StepOutcome(step, status, section=section, cache_dir=cache_dir, note=note)
             except Exception as error:  # one failing analysis must not lose the others
                 log.exception("study step %s failed", step.name)
@@ -234,6 +239,63 @@ def run_study(
     atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=True))
     write_report(document, out / "report")
     return outcomes
+
+
+class _StudyData:
+    """The study's data set, loaded on first use (a fully cached study never reads it)."""
+
+    def __init__(self, settings: StudySettings) -> None:
+        self.settings = settings
+        self._dataset: Any = None
+
+    def get(self) -> Any:
+        if self._dataset is None:
+            from seelike.data import load_dataset
+
+            self._dataset = load_dataset(self.settings.data, split=self.settings.split)
+        return self._dataset
+
+
+def _step_models(step: StudyStep, pool: ModelPool) -> tuple[dict[str, Model], list[str]]:
+    """The step's models by role that could be loaded, and the roles that could not."""
+    loaded = {role: pool.get(spec) for role, spec in step.models.items()}
+    return {role: model for role, model in loaded.items() if model is not None}, [role for role, model in loaded.items() if model is None]
+
+
+def _cache_dir(step: StudyStep, available: Mapping[str, Model], settings: StudySettings, out: Path) -> Path:
+    models = list({id(m): m for m in available.values()}.values())
+    return out / "cache" / f"{step.name}-{cache_key(step, models, settings)}"
+
+
+def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySettings,
+                 data: _StudyData) -> tuple[dict[str, Result], dict[str, Exception]]:
+    """Run the single-pass ones of ``steps`` (uncached, models loaded) in one pass of the driver.
+
+    Returns their results and the steps that failed to plan. When the pass itself fails, nothing is
+    returned for its steps, so each runs alone afterwards and its own error (if any) stays with it.
+    """
+    from seelike.study.analyses import plan_step, run_shared_pass
+
+    plans, errors = {}, {}
+    for step in steps:
+        available, _ = _step_models(step, pool)
+        try:
+            planned = plan_step(step, available, settings)
+        except Exception as error:  # reported by the step itself
+            errors[step.name] = error
+            continue
+        if planned is not None:
+            plans[step.name] = planned
+    if not plans:
+        return {}, errors
+    started = time.perf_counter()
+    try:
+        results = run_shared_pass(list(plans.values()), data.get(), settings)
+    except Exception:
+        log.warning("the shared pass of %s failed; running those steps one by one", ", ".join(plans), exc_info=True)
+        return {}, errors
+    log.info("shared pass: %d steps in %.1f s", len(plans), time.perf_counter() - started)
+    return dict(zip(plans, results)), errors
 
 
 def read_cache(cache_dir: Path) -> tuple[Result | None, str]:
