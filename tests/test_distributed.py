@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from seelike.driver import feed
+from seelike.results import load_result
 from test_accumulators import FACTORIES, KINDS, ORDERED, _batches, models  # noqa: F401,F811  (models: the fixture)
+
+VIT_SPEC = "seelike:vit?width=32&depth=2&heads=4"
 
 WORKER = textwrap.dedent('''
     import sys, warnings
@@ -78,3 +81,18 @@ def test_a_failing_rank_stops_every_rank_with_a_clear_error(two_ranks):
     _, stdout = two_ranks
     assert "rank 0: rank(s) [1] of 2 failed" in stdout
     assert "rank 1: own error rank 1 broke" in stdout
+
+
+def test_torchrun_of_a_command_writes_once_what_one_process_writes(tmp_path):
+    command = ["cka", VIT_SPEC, "--data", "synthetic:n=64", "--images", "32", "--batch-size", "8"]  # torchrun reads --n as its own
+    single = subprocess.run([sys.executable, "-m", "seelike", *command, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seelike",
+                            *command, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300,
+                           env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert ranks.stdout.count("result:") == 1  # rank 0 speaks, rank 1 is quiet
+    one, two = load_result(tmp_path / "one"), load_result(tmp_path / "two")
+    np.testing.assert_allclose(two.matrix, one.matrix, rtol=1e-10, atol=1e-10)
+    assert two.metadata["n"] == one.metadata["n"] == 32

@@ -151,3 +151,14 @@ def test_every_result_kind_has_its_module_registered():
         importlib.import_module(f"seelike.analyses.{module.name}")
     importlib.import_module("seelike.similarity")
     assert set(_RESULT_KINDS) - {"result", "bundle"} == set(_KIND_MODULES)
+
+
+def test_global_run_options_reach_the_analysis(tmp_path):
+    base = ["cka", "seelike:vit?width=32&depth=2&heads=2", "--data", DATA, "--n", "32", "--batch-size", "16"]
+    full = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "fp32")])
+    half = CliRunner().invoke(app, ["--precision", "bf16", "--threads", "1", *base, "--out", str(tmp_path / "bf16")])
+    assert full.exit_code == 0 and half.exit_code == 0, half.output
+    difference = abs(load_result(tmp_path / "bf16").matrix - load_result(tmp_path / "fp32").matrix).max()
+    assert 0 < difference < 0.02  # bf16 reached the forward pass
+    wrong = CliRunner().invoke(app, ["--precision", "int8", *base, "--out", str(tmp_path / "x")])
+    assert wrong.exit_code == 2 and "precision must be one of fp32, bf16, fp16" in wrong.output

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -154,7 +156,18 @@ def _prepare_out(out: Path, clean: bool = True) -> Path:
     """Check ``--out`` before any work (a folder we can write, not a file, with free space) and lock it against a
     second run into it. When the command succeeds, what a previous run wrote there and this one did not (figures
     of other models, say) is removed (``clean``), so the folder never mixes two runs; files seelike did not write
-    are never touched."""
+    are never touched.
+
+    In a distributed run the other ranks write nowhere: an analysis command (``clean``) gets a throwaway folder
+    (returned: write there), the study (which only reads its cache on those ranks) the folder itself, unlocked."""
+    from seelike.distributed import is_main_process
+
+    if not is_main_process():
+        if not clean:
+            return out
+        scratch = Path(tempfile.mkdtemp(prefix="seelike-rank-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        return scratch
     folder = _OutputFolder(Path(out), clean)
     active = _OUTPUT_FOLDERS.get()
     if active is not None:
@@ -187,9 +200,33 @@ def _load_data(data: str, split: str, skip_bad_images: bool, **kwargs: Any) -> A
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False) -> None:
+def main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log progress details")] = False,
+    precision: Annotated[str, typer.Option(help="forward passes in fp32, or bf16 / fp16 autocast (Grams and sums stay full precision)")] = "fp32",
+    workers: Annotated[int, typer.Option(help="DataLoader processes that read and decode images (image folders: try 4-8 with a GPU)")] = 0,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice; on a busy machine 1 is often faster)")] = None,
+) -> None:
+    """Options before the command apply to every analysis: `seelike --precision bf16 --workers 8 cka ...`.
+    Under `torchrun --nproc_per_node=K -m seelike ...` each process takes a share of the batches and rank 0 writes."""
+    import torch
+
+    from seelike.distributed import init_from_environment, is_main_process
+    from seelike.driver import run_options
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("seelike.progress").setLevel(logging.INFO)  # progress lines in logs and CI, where no bar shows
+    if threads is not None:
+        if threads < 1:
+            _fail(InvalidInputError(f"--threads must be at least 1, got {threads}"))
+        torch.set_num_threads(threads)
+    try:
+        ctx.with_resource(run_options(precision, workers))
+        init_from_environment("cuda" if torch.cuda.is_available() else "cpu")
+    except SeelikeError as error:
+        _fail(error)
+    if not is_main_process():
+        console.quiet = True  # one voice: rank 0 prints and writes
 
 
 @app.command()
@@ -340,7 +377,7 @@ def cka(
     out: OutOption = Path("runs/cka"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
     batch_size: int = 256,
     layers: Annotated[str, typer.Option(help="blocks | all | comma-separated globs such as 'blocks.*.attn'")] = "blocks",
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged, as in the paper")] = 1,
@@ -352,7 +389,7 @@ def cka(
     from seelike.analyses.layer_similarity import layer_similarity
     from seelike.plots import heatmap_figures
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     try:
         loaded = _load_models(models, device)
         dataset = _load_data(data, split, skip_bad_images, image_size=None)
@@ -388,7 +425,7 @@ def study(
     preset: Annotated[str, typer.Option(help="zoo (shipped models, Fashion-MNIST, offline) | paper (timm models, pretrained, ImageNet folder)")] = "zoo",
     models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing or adding a preset model (roles: vit, vit_gap, resnet, mixer, vit_seed1, vit_noskip_early, vit_noskip_mid, vit_frac30, vit_frac10, vit_frac03, vit_large, vit_large_frac10, vit_large_seed1)")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="data spec (default: the preset's)")] = None,
-    n: Annotated[Optional[int], typer.Option(help="images per analysis (default: the preset's)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images per analysis (default: the preset's)")] = None,
     batch_size: Optional[int] = None,
     seed: int = 0,
     device: str = "cpu",
@@ -460,7 +497,7 @@ def skips(
     out: OutOption = Path("runs/skips"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
     batch_size: int = 256,
     seed: int = 0,
     device: str = "cpu",
@@ -470,7 +507,7 @@ def skips(
     from seelike.analyses.skip_norms import skip_norm_ratios
     from seelike.plots import plot_skip_norms, save_figure
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     with _reporting():
         loaded = _load_models(models, device)
         dataset = _load_data(data, split, skip_bad_images)
@@ -496,7 +533,7 @@ def localize(
     out: OutOption = Path("runs/localize"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
     batch_size: int = 256,
     layer: Annotated[Optional[list[str]], typer.Option("--layer", help="layer name or glob, repeatable (default: penultimate and last block)")] = None,
     positions: Annotated[Optional[list[str]], typer.Option("--positions", help="ROW,COL grid positions to draw, e.g. '0,0 0,3 3,3' (default: corner, edge, interior)")] = None,
@@ -508,7 +545,7 @@ def localize(
     from seelike.analyses.localization import parse_positions, spatial_localization
     from seelike.plots import plot_localization, save_figure
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     with _reporting():
         chosen = parse_positions(positions) if positions else None
         loaded = _load_models([model], device)[0]
@@ -548,7 +585,7 @@ def probe(
     from seelike.data import holdout_split, shared_images
     from seelike.plots import plot_probe_comparison, plot_probes, save_figure
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     results = []
     with _reporting():
         train_set, test_set = _load_data(data, "train", skip_bad_images), _load_data(data, "test", skip_bad_images)
@@ -593,7 +630,7 @@ def datascale(
     out: OutOption = Path("runs/datascale"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
     batch_size: int = 256,
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged (their spread gives the standard error)")] = 1,
     seed: int = 0,
@@ -605,7 +642,7 @@ def datascale(
     from seelike.plots import plot_data_scale, save_figure
     from seelike.validation import check_same_architecture
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     with _reporting():
         loaded = _load_models([reference, *others, baseline], device)
         check_same_architecture(loaded[0], loaded[1:])
@@ -648,7 +685,7 @@ def attention(
     out: OutOption = Path("runs/attention"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split; the paper used 5,000)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split; the paper used 5,000)")] = None,
     batch_size: int = 256,
     blocks: Annotated[Optional[str], typer.Option(help="blocks in the per-block figure, e.g. '0,3,5' (default: first, middle, last)")] = None,
     seed: int = 0,
@@ -660,7 +697,7 @@ def attention(
     from seelike.plots import attention_distance_figures
     from seelike.validation import check_blocks, check_vit
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     try:
         chosen = _parse_blocks(blocks)
         loaded = _load_models([model], device)[0]
@@ -695,7 +732,7 @@ def heads(
     out: OutOption = Path("runs/heads"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[Optional[int], typer.Option(help="images (default: the whole split)")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
     batch_size: int = 256,
     block: Annotated[int, typer.Option(help="the ViT block whose heads are compared (the paper: the first)")] = 0,
     window: Annotated[Optional[int], typer.Option(help="heads per window (default: max(1, heads // 4))")] = None,
@@ -709,7 +746,7 @@ def heads(
     from seelike.plots import head_similarity_figures
     from seelike.validation import check_blocks, check_cnn, check_vit
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     with _reporting():
         chosen = _parse_blocks(cnn_blocks)
         vit_model, cnn_model = _load_models([vit, cnn], device)
@@ -742,7 +779,7 @@ def erf(
     out: OutOption = Path("runs/erf"),
     data: DataOption = "fashion-mnist",
     split: str = "test",
-    n: Annotated[int, typer.Option(help="images averaged (the paper: 32)")] = 32,
+    n: Annotated[int, typer.Option("--n", "--images", help="images averaged (the paper: 32)")] = 32,
     batch_size: int = 32,
     blocks: Annotated[Optional[str], typer.Option(help="blocks, e.g. '0,2,5' (default: all)")] = None,
     pre_residual: Annotated[bool, typer.Option("--pre-residual", help="the residual branch only (ViT: MLP branch; ResNet: branch)")] = False,
@@ -758,7 +795,7 @@ def erf(
     from seelike.plots import receptive_field_figures
     from seelike.validation import check_blocks
 
-    _prepare_out(out)
+    out = _prepare_out(out)
     with _reporting():
         chosen = _parse_blocks(blocks)
         loaded = _load_models(list(models), device)

@@ -11,7 +11,10 @@ and the study both use it, so k analyses of one model cost one forward pass per 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +28,7 @@ from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
 
-__all__ = ["PRECISIONS", "feed", "models_and_layers", "run"]
+__all__ = ["PRECISIONS", "RunOptions", "feed", "models_and_layers", "run", "run_options"]
 
 
 def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model], dict[str, list[Layer]]]:
@@ -47,6 +50,32 @@ def models_and_layers(accumulators: Sequence[Accumulator]) -> tuple[list[Model],
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How passes run, whatever analysis asks for them: forward precision and data-loading workers."""
+
+    precision: str = "fp32"
+    workers: int = 0
+
+
+_OPTIONS: ContextVar[RunOptions] = ContextVar("seelike_run_options", default=RunOptions())
+
+
+@contextmanager
+def run_options(precision: str = "fp32", workers: int = 0) -> Iterator[RunOptions]:
+    """Within the block, every :func:`run` that is not told otherwise uses ``precision`` and ``workers``
+    (how the command line's ``--precision`` and ``--workers`` reach every analysis)."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InvalidInputError(f"workers must be a whole number >= 0, got {workers!r}")
+    token = _OPTIONS.set(RunOptions(precision, workers))
+    try:
+        yield _OPTIONS.get()
+    finally:
+        _OPTIONS.reset(token)
 
 
 def feed(
@@ -151,18 +180,21 @@ def run(
     indices: Tensor | None = None,
     reshuffle: int = 0,
     progress: bool | None = None,
-    precision: str = "fp32",
-    workers: int = 0,
+    precision: str | None = None,
+    workers: int | None = None,
 ) -> list[Result]:
     """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
 
     ``indices`` (instead of ``n``): exactly these images, in this order. ``reshuffle`` > 0: the same
     images in another seeded batch order (repeated minibatch CKA). ``precision``: see :func:`feed`.
     ``workers`` > 0 reads and decodes images in that many DataLoader processes (pinned memory when a
-    GPU is present), so decoding JPEGs does not starve the models.
+    GPU is present), so decoding JPEGs does not starve the models. Both default to :func:`run_options`.
     Every result carries the run's :class:`~seelike.analyses.base.RunInfo`.
     """
     started = time.perf_counter()
+    options = _OPTIONS.get()
+    precision = options.precision if precision is None else precision
+    workers = options.workers if workers is None else workers
     if indices is not None:
         indices = torch.as_tensor(indices).long()
         total = len(indices)

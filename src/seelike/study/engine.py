@@ -19,6 +19,7 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -186,8 +187,11 @@ def run_study(
     from seelike.report import write_report
     from seelike.study.analyses import run_analysis
 
+    from seelike.distributed import is_main_process
+
     out = Path(out)
-    figures_dir = out / "report" / "figures"
+    writes = is_main_process()  # in a distributed run, the other ranks read the cache and help with the passes
+    figures_dir = out / "report" / "figures" if writes else Path(tempfile.mkdtemp(prefix="seelike-rank-figures-"))
     figures_dir.mkdir(parents=True, exist_ok=True)
     pool = pool or ModelPool(settings.device, unique_names([spec for step in steps for spec in step.specs]))
     data = _StudyData(settings)
@@ -216,7 +220,8 @@ def run_study(
                 if result is None:
                     result = shared[step.name] if step.name in shared else run_analysis(step, available, data.get(), settings)
                     status = "ok"
-                    result.save(cache_dir)
+                    if writes:
+                        result.save(cache_dir)
                 names = {role: model.name for role, model in available.items()}
                 section = step.section(result, names, figures_dir)
                 if absent:
@@ -235,6 +240,9 @@ def run_study(
         if on_step:
             on_step(index, len(steps), outcome)
     total = round(time.perf_counter() - study_started, 1)
+    if not writes:
+        shutil.rmtree(figures_dir, ignore_errors=True)
+        return outcomes
     document = results_document(outcomes, settings, environment(settings, total))
     atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=True))
     write_report(document, out / "report")
