@@ -545,3 +545,16 @@ def test_preprocessing_travels_with_the_model(loaded) -> None:
     assert own.preprocessing.mean == pytest.approx((0.2860,)) and own.preprocessing.std == pytest.approx((0.3530,))
     # Fashion-MNIST-sized gray images into a 224 px RGB model
     assert vit.preprocess(torch.rand(2, 1, 28, 28)).shape == (2, 3, 224, 224)
+
+
+def test_timm_pretrained_weights_load_from_a_local_file(tmp_path):
+    from safetensors.torch import save_file
+
+    source = load_model("timm:vit_tiny_patch16_224?depth=2&seed=7")
+    save_file(source.module.state_dict(), str(tmp_path / "weights.safetensors"))
+    loaded = load_model(f"timm:vit_tiny_patch16_224?depth=2&pretrained=1&file={tmp_path / 'weights.safetensors'}")
+    assert loaded.fingerprint() == source.fingerprint() != load_model("timm:vit_tiny_patch16_224?depth=2").fingerprint()
+    with pytest.raises(ModelLoadError, match="no weights file"):
+        load_model(f"timm:vit_tiny_patch16_224?pretrained=1&file={tmp_path / 'missing.safetensors'}")
+    with pytest.raises(ModelLoadError, match="add pretrained=1"):
+        load_model(f"timm:vit_tiny_patch16_224?file={tmp_path / 'weights.safetensors'}")

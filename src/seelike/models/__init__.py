@@ -1,6 +1,6 @@
 """Load any supported vision model as a :class:`Model`.
 
-Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architecture at random init), ``timm:NAME[?pretrained=1&img_size=...]``,
+Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architecture at random init), ``timm:NAME[?pretrained=1&file=PATH&img_size=...]`` (``file``: the weights from a local file instead of the hub),
 ``torchvision:NAME[?pretrained=1]``, ``hf:ORG/NAME`` or ``hf:PATH`` (Hugging Face transformers: the hub, or a
 ``save_pretrained`` folder; needs ``pip install 'seelike[hf]'``), ``seelike:vit|resnet|mixer[?key=value...]`` (seelike's own
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
@@ -272,8 +272,16 @@ def _load_timm(spec: str, name: str, options: dict[str, str]) -> Model:
     from timm.data import resolve_data_config
 
     pretrained = _pretrained(options)
+    weights_file = options.pop("file", None)
     torch.manual_seed(_seed(options))
     kwargs = {k: _parse_value(v) for k, v in options.items()}
+    if weights_file is not None:  # the same weights from a local file: timm's pretrained_cfg 'file' source
+        path = Path(weights_file).expanduser()
+        if not pretrained:
+            raise ModelLoadError(f"{spec}: file= gives pretrained weights; add pretrained=1")
+        if not path.is_file():
+            raise ModelLoadError(f"{spec}: no weights file {path}; give a .safetensors / .pth saved from this architecture")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     known = timm.list_models()
     if name not in known and name.split(".")[0] not in known:
         close = close_matches(name.split(".")[0], known, n=8)
