@@ -126,6 +126,14 @@ class Capture:
         return tensors
 
 
+def output_shapes(model: Model, layers: Sequence[Layer]) -> dict[str, tuple[int, ...]]:
+    """Each layer's output shape, from one forward pass of a blank image at the model's input size
+    (what analyses need to know before the first batch: grids, head counts, channel widths)."""
+    with Capture(model, layers) as capture:
+        outputs = capture(torch.zeros(1, *model.preprocessing.input_size, device=model.device), preprocess=False)
+    return {name: tuple(t.shape) for name, t in outputs.items()}
+
+
 def forward_order(model: Model, layers: Sequence[Layer] | None = None) -> list[Layer]:
     """``layers`` (default: all of the model's) sorted by the order one forward pass runs them."""
     layers = list(model.layers if layers is None else layers)

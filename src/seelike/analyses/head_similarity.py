@@ -27,7 +27,7 @@ from torch import Tensor
 
 from seelike.analyses.attention_distance import AttentionDistance
 from seelike.analyses.base import Accumulator, Batch, activation
-from seelike.capture import Capture
+from seelike.capture import output_shapes
 from seelike.data import ImageDataset
 from seelike.driver import run
 from seelike.errors import InvalidInputError
@@ -120,9 +120,7 @@ class HeadSimilarity(Accumulator):
         if not self.units:
             raise InvalidInputError(f"no CNN units to compare with; pick blocks of {cnn.spec} (0..{cnn.num_blocks - 1})")
         self.add_child("distances", self.distances)
-        with Capture(vit, self.distances.attention) as capture:  # the head count, from one probe image
-            probe = capture(torch.zeros(1, *vit.preprocessing.input_size, device=vit.device), preprocess=False)
-        self.num_heads = next(iter(probe.values())).shape[1]
+        self.num_heads = next(iter(output_shapes(vit, self.distances.attention).values()))[1]  # attention [1, H, T, T]
         names = [f"{vit.name}/head.{h}" for h in range(self.num_heads)] + [f"{cnn.name}/{unit.name}" for unit in self.units]
         self.cka = MinibatchCKA(names=names)
         self._attention_keys = {f"{vit.name}/{layer.name}" for layer in self.distances.attention}

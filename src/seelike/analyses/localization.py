@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, activation
-from seelike.capture import Capture
+from seelike.capture import output_shapes
 from seelike.data import ImageDataset
 from seelike.driver import run
 from seelike.errors import InvalidInputError
@@ -171,14 +171,14 @@ class Localization(Accumulator):
         names += [f"pixels/{grid[0]}x{grid[1]}/{r},{c}" for grid in dict.fromkeys(self.grids) for r, c in np.ndindex(*grid)]
         self.cka = MinibatchCKA(names=names)
         self.add_child("cka", self.cka)
+        self._grid_of = {f"{model.name}/{layer.name}": (layer, grid) for layer, grid in zip(self.chosen, self.grids)}
 
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.chosen}
 
     def reduce(self, key: str, tensor: Tensor) -> Tensor:
         """A layer's positions [B, P, D] -> each position's U-centred Gram row [P, n(n−1)/2]."""
-        layer = self.model.layer(key.split("/", 1)[1])
-        grid = self.grids[self.chosen.index(layer)]
+        layer, grid = self._grid_of[key]
         positions = _positions(tensor, layer, self.prefix)
         if positions.shape[1] != grid[0] * grid[1]:
             raise InvalidInputError(f"{layer.name}: {positions.shape[1]} positions in this batch, the first batch had a {grid[0]}×{grid[1]} grid: feed every batch at the model's input size (Model.preprocess does)")
@@ -242,9 +242,7 @@ def _positions(tensor: Tensor, layer: Layer, prefix: int) -> Tensor:
 def _probe_grids(model: Model, layers: Sequence[Layer]) -> list[Position]:
     """Each layer's spatial grid from one forward pass; InvalidInputError naming the layers that work."""
     layout = model.token_layout
-    channels, height, width = model.preprocessing.input_size
-    with Capture(model, layers) as capture:
-        shapes = {name: tuple(t.shape) for name, t in capture(torch.zeros(1, channels, height, width, device=model.device), preprocess=False).items()}
+    shapes = output_shapes(model, layers)
     grids, bad = [], []
     for layer in layers:
         shape = shapes[layer.name]

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, activation
-from seelike.capture import Capture
+from seelike.capture import output_shapes
 from seelike.data import ImageDataset
 from seelike.driver import run
 from seelike.errors import InvalidInputError
@@ -93,13 +93,6 @@ def receptive_field_layers(model: Model, blocks: Sequence[int] | None = None, pr
     return layers
 
 
-def _output_shapes(model: Model, layers: Sequence[Layer]) -> dict[str, tuple[int, ...]]:
-    """Each layer's output shape, from one forward pass of a blank image."""
-    with Capture(model, layers) as capture:
-        outputs = capture(torch.zeros(1, *model.preprocessing.input_size, device=model.device), preprocess=False)
-    return {name: tuple(t.shape) for name, t in outputs.items()}
-
-
 def _widths(layers: Sequence[Layer], shapes: Mapping[str, tuple[int, ...]]) -> list[int]:
     return [shapes[layer.name][-1 if layer.kind == "tokens" else 1] for layer in layers]
 
@@ -113,7 +106,7 @@ def resolve_channel_average(models: Sequence[Model], channels: str = "auto", blo
     modes = []
     for model in models:
         layers = receptive_field_layers(model, blocks, pre_residual)
-        modes.append(_resolve_channels("auto", _widths(layers, _output_shapes(model, layers)), exact_limit))
+        modes.append(_resolve_channels("auto", _widths(layers, output_shapes(model, layers)), exact_limit))
     return "exact" if all(mode == "exact" for mode in modes) else "sum"
 
 
@@ -179,7 +172,7 @@ class ReceptiveField(Accumulator):
         self.patch_size = model.token_layout.patch_size if patch_size is None and model.token_layout is not None else patch_size
         self.chosen = receptive_field_layers(model, blocks, pre_residual, embedding)
         input_size = model.preprocessing.input_size
-        shapes = _output_shapes(model, self.chosen)
+        shapes = output_shapes(model, self.chosen)
         self.centres = [centre_position(model, layer, shapes[layer.name])[1] for layer in self.chosen]
         self.mode = _resolve_channels(channels, _widths(self.chosen, shapes), exact_limit)
         self.add_state("maps", torch.zeros(len(self.chosen), *input_size[1:], dtype=torch.float64))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, activation
-from seelike.capture import Capture
+from seelike.capture import output_shapes
 from seelike.data import ImageDataset
 from seelike.driver import run
 from seelike.errors import InvalidInputError
@@ -124,9 +124,7 @@ class SkipNorms(Accumulator):
 
     def _channels_first_branches(self) -> set[str]:
         """Keys of mixing branches that come out as [B, D, T] (a Mixer's token MLP), from one probe image."""
-        with Capture(self.model, self.role_layers) as capture:
-            shapes = {name: tuple(t.shape) for name, t in capture(
-                torch.zeros(1, *self.model.preprocessing.input_size, device=self.model.device), preprocess=False).items()}
+        shapes = output_shapes(self.model, self.role_layers)
         found = set()
         for b in self.blocks:
             branch, tokens = self.roles[b]["attn"], shapes[self.roles[b]["input"].name]
