@@ -412,55 +412,72 @@ def cka(
 @app.command()
 def demo(out: OutOption = Path("runs/demo")) -> None:
     """The main job on the embedded default: `seelike study` on the shipped zoo."""
-    study(out=out, preset="zoo", models=None, data=None, n=None, batch_size=None, seed=0, device="cpu", plan=False)
+    study(out=out, preset="zoo", models=None, data=None, n=None, batch_size=None, seed=0, device="cpu", init="trained", plan=False)
 
 
-ZOO_ROLES = ("vit", "vit_gap", "resnet", "mixer", "vit_seed1", "vit_noskip_early", "vit_noskip_mid", "vit_frac30", "vit_frac10",
-             "vit_frac03", "vit_large", "vit_large_frac10", "vit_large_seed1")
+def _roles_help() -> str:
+    """The --models help: every role a study accepts, from the study's role table."""
+    from seelike.study.roles import ROLES
+
+    return ("ROLE=SPEC replacing or adding a preset model (repeatable). A step comparing a model with its twins (seed, data "
+            "fraction, skips, classifier) runs only when all of them come from the preset or all from --models; otherwise it is "
+            "skipped and says why. Roles: " + "; ".join(f"{role}: {text}" for role, text in ROLES.items()))
 
 
 @app.command()
 def study(
     out: OutOption = Path("runs/study"),
     preset: Annotated[str, typer.Option(help="zoo (shipped models, Fashion-MNIST, offline) | paper (timm models, pretrained, ImageNet folder)")] = "zoo",
-    models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing or adding a preset model (roles: vit, vit_gap, resnet, mixer, vit_seed1, vit_noskip_early, vit_noskip_mid, vit_frac30, vit_frac10, vit_frac03, vit_large, vit_large_frac10, vit_large_seed1)")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", help=_roles_help())] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="data spec (default: the preset's)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", "--images", help="images per analysis (default: the preset's)")] = None,
     batch_size: Optional[int] = None,
     seed: int = 0,
     device: str = "cpu",
+    init: Annotated[str, typer.Option("--init", help="trained | random: every model replaced by its random-init twin, a dry run of "
+                                      "the pipeline at the preset's scale (its findings are not the paper's claims)")] = "trained",
     plan: Annotated[bool, typer.Option("--plan", help="list the steps and models without running anything")] = False,
 ) -> None:
     """The whole paper in one run: every analysis, cached and resumable, and one HTML report.
 
     Settings and every model are checked before the first step (with --plan too, without loading
-    weights); the command exits with status 1 when a step failed or was skipped."""
+    weights). Steps whose models the preset lacks, or whose twins --models split up, are skipped
+    with the reason; they do not fail the run. The command exits with status 1 when a step failed
+    or a model could not be loaded."""
     from dataclasses import replace
 
     from seelike.study.analyses import images_needed
-    from seelike.study.engine import run_study, validate_study
-    from seelike.study.presets import PRESET_MODELS, PRESET_SETTINGS, build_steps
+    from seelike.study.engine import planned_skip, run_study, validate_study
+    from seelike.study.presets import PRESET_SETTINGS, plan_study
 
-    if preset not in PRESET_MODELS:
-        _fail(SeelikeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_MODELS)}"))
-    if not plan:
-        _prepare_out(out, clean=False)  # the folder holds the study's cache: checked and locked, never cleared
-    roles = dict(PRESET_MODELS[preset])
+    given: dict[str, str] = {}
     for item in models or []:
         role, _, spec = item.partition("=")
-        if role not in ZOO_ROLES or not spec:
-            _fail(SeelikeError(f"--models takes ROLE=SPEC with ROLE one of {', '.join(ZOO_ROLES)}; got {item!r}"))
-        roles[role] = spec
-    settings = PRESET_SETTINGS[preset]
-    settings = replace(settings, **{k: v for k, v in dict(data=data, n=n, batch_size=batch_size).items() if v is not None}, seed=seed, device=device)
+        if not spec:
+            _fail(SeelikeError(f"--models takes ROLE=SPEC (see seelike study --help for the roles); got {item!r}"))
+        given[role] = spec
     try:
-        steps = build_steps(roles)
+        steps = plan_study(preset, given, init)
+    except SeelikeError as error:
+        _fail(error)
+    if not plan:
+        _prepare_out(out, clean=False)  # the folder holds the study's cache: checked and locked, never cleared
+    settings = PRESET_SETTINGS[preset]
+    settings = replace(settings, **{k: v for k, v in dict(data=data, n=n, batch_size=batch_size).items() if v is not None},
+                       seed=seed, device=device, init=init)
+    try:
         pool = validate_study(steps, settings, load=not plan)
     except SeelikeError as error:
         _fail(error)
+    if init == "random":
+        console.print("[bold yellow]random-init dry run:[/bold yellow] every model is at random init; the findings test the pipeline, "
+                      "not the paper's claims")
     if plan:
         console.print(f"study preset {preset!r} on {settings.data} (n={settings.n}, batch {settings.batch_size}); every step reads at most n images of a split:")
         for step in steps:
+            if step.skip:
+                console.print(f"  {step.question}  {step.name:<26} [yellow]skipped: {escape(step.skip)}[/yellow]")
+                continue
             console.print(f"  {step.question}  {step.name:<26} {images_needed(step, settings):<44} "
                           + ", ".join(f"{role}={spec}" for role, spec in step.models.items()))
         return
@@ -468,11 +485,15 @@ def study(
     def report_step(index: int, total: int, outcome) -> None:
         colour = {"ok": "green", "cached": "cyan", "error": "red", "skipped": "yellow"}[outcome.status]
         console.print(f"[{index + 1}/{total}] [{colour}]{outcome.status:<7}[/{colour}] {outcome.step.name} ({outcome.seconds:.1f} s)"
-                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else "") + (f" [yellow]({outcome.note})[/yellow]" if outcome.note else ""))
+                      + (f": {escape(outcome.error.splitlines()[0])}" if outcome.error else "") + (f" [yellow]({outcome.note})[/yellow]" if outcome.note else ""))
 
     outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
-    failed = [o.step.name for o in outcomes if o.status in ("error", "skipped")]
+    failed = [o.step.name for o in outcomes if o.status in ("error", "skipped") and not planned_skip(o)]
+    planned = [o.step.name for o in outcomes if planned_skip(o)]
     console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
+    if planned:
+        console.print(f"[yellow]{len(planned)} step(s) not planned to run (their models are not in the preset or were split up): "
+                      f"{', '.join(planned)}; their sections say why[/yellow]")
     if failed:
         console.print(f"[red]{len(failed)} step(s) failed or were skipped: {', '.join(failed)}; their sections show why[/red]")
         raise typer.Exit(1)

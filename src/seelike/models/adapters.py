@@ -4,7 +4,8 @@ Only this module knows that timm calls the attention branch ``blocks.3.ls1`` and
 ``encoder.layers.encoder_layer_3.dropout``; analyses ask for roles. Three recipes cover the
 families the paper studies:
 
-* pre-norm blocks in a ``blocks`` list (seelike's ViT and Mixer, timm ViT / DeiT / Mixer),
+* pre-norm blocks in a ``blocks`` list (seelike's ViT and Mixer, timm ViT / DeiT / Mixer), and timm's
+  residual post-norm ViT blocks (``ResPostBlock``: the GAP-trained ``vit_base_patch16_rpn_224``),
 * torchvision's ``encoder.layers`` ViT blocks,
 * residual units (seelike's, timm's and torchvision's ResNets, timm's ResNetV2 / BiT and ConvNeXt,
   transformers' ResNet and ConvNeXt),
@@ -186,6 +187,26 @@ def prenorm_block_layers(prefix: str, block: nn.Module, index: int) -> list[Laye
     return layers
 
 
+def postnorm_block_layers(prefix: str, block: nn.Module, index: int) -> list[Layer]:
+    """Roles of timm's residual post-norm block (``ResPostBlock``: x + norm1(attn(x)), then x + norm2(mlp(x))).
+
+    The branches are the norms' outputs (what each skip adds); ``attn_residual`` is the MLP's input.
+    There is no pre-branch norm, so the block has no ``norm1`` / ``norm2`` roles.
+    """
+    p = f"{prefix}.{index}"
+    layers = [Layer(f"{p}.input", p, "tokens", index, "input", hook="input")]
+    if not hasattr(block.attn, "rel_pos"):
+        layers.append(Layer(f"{p}.attn_probs", f"{p}.attn.qkv", "attention", index, "attn_probs", transform=attention_from_qkv(block.attn)))
+        layers.append(Layer(f"{p}.heads", f"{p}.attn.proj", "heads", index, "heads", hook="input"))
+    layers += [
+        Layer(f"{p}.attn", f"{p}.norm1", "tokens", index, "attn"),
+        Layer(f"{p}.attn_residual", f"{p}.mlp", "tokens", index, "attn_residual", hook="input"),
+    ]
+    if isinstance(getattr(block.mlp, "act", None), nn.Module):
+        layers.append(Layer(f"{p}.mlp_hidden", f"{p}.mlp.act", "tokens", index, "mlp_hidden"))
+    return [*layers, Layer(f"{p}.mlp", f"{p}.norm2", "tokens", index, "mlp"), Layer(p, p, "tokens", index)]
+
+
 def torchvision_vit_block_layers(prefix: str, block: nn.Module, index: int) -> list[Layer]:
     """Roles of a torchvision ``EncoderBlock`` (ln_1, self_attention, dropout, ln_2, mlp)."""
     p = f"{prefix}.encoder_layer_{index}"
@@ -298,7 +319,8 @@ def describe(module: nn.Module, spec: str, preprocessing: Preprocessing, num_cla
     blocks = getattr(module, "blocks", None)
     encoder_layers = getattr(getattr(module, "encoder", None), "layers", None)
     if isinstance(blocks, (nn.ModuleList, nn.Sequential)) and len(blocks) and hasattr(blocks[0], "norm1"):
-        layers = [layer for i, block in enumerate(blocks) for layer in prenorm_block_layers("blocks", block, i)]
+        recipe = postnorm_block_layers if type(blocks[0]).__name__ == "ResPostBlock" else prenorm_block_layers
+        layers = [layer for i, block in enumerate(blocks) for layer in recipe("blocks", block, i)]
         is_mixer = not hasattr(blocks[0], "attn")
         family = "mixer" if is_mixer else "vit"
         layout = _timm_token_layout(module)

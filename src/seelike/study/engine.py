@@ -67,6 +67,7 @@ class StudySettings:
     batch_size: int = 500
     seed: int = 0
     device: str = "cpu"
+    init: Literal["trained", "random"] = "trained"  # random: every preset model is its random-init twin (a dry run)
 
     def validate(self) -> None:
         """Refuse settings no step can use, before any work (one-line errors)."""
@@ -74,8 +75,24 @@ class StudySettings:
             raise InvalidInputError(f"--n must be an integer of at least {MIN_BATCH_SIZE} images, got {self.n!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < MIN_BATCH_SIZE:
             raise InvalidInputError(f"--batch-size must be at least {MIN_BATCH_SIZE} (minibatch CKA's unbiased HSIC needs 4 images per batch), got {self.batch_size!r}")
+        if self.init not in ("trained", "random"):
+            raise InvalidInputError(f"--init must be trained or random, got {self.init!r}")
         if self.batch_size > self.n:
             raise InvalidInputError(f"--batch-size {self.batch_size} is larger than --n {self.n}; use at most n images per batch")
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """Roles trained alike that a step compares with each other: ``reference`` and its ``twins``
+    (role → what it is to the reference, e.g. "reduced-data twin"). They differ in one factor
+    only when they come from one source: all from the preset, or all given with ``--models``."""
+
+    reference: str
+    twins: Mapping[str, str]
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.reference, *self.twins)
 
 
 #: ``section(result, names, figures_dir)``: ``names`` maps each role the step ran with to its model's short name
@@ -89,7 +106,10 @@ class StudyStep:
     ``models`` maps each role to a model spec, trained models first, then baselines; ``baselines``
     maps a baseline role to what it is ("random init of vit", "second seed of vit"). ``required``
     names the roles the step cannot run without (None: all); other missing models are left out and
-    said so. ``images`` is how many images of the study's ``n`` the step reads (None: all n).
+    said so. ``cohorts`` name the roles that must come from one source to be compared
+    (:class:`Cohort`). ``skip`` (set when the study is planned) says why the step does not run:
+    its models are not in the preset or no longer belong together; such a step is reported, not
+    an error. ``notes`` are appended to the step's text (how a preset model differs from the paper's).
     """
 
     name: str
@@ -101,6 +121,9 @@ class StudyStep:
     params: Mapping[str, Any] = field(default_factory=dict)
     baselines: Mapping[str, str] = field(default_factory=dict)
     required: tuple[str, ...] | None = None
+    cohorts: tuple[Cohort, ...] = ()
+    skip: str = ""
+    notes: tuple[str, ...] = ()
 
     @property
     def specs(self) -> tuple[str, ...]:
@@ -199,6 +222,8 @@ def run_study(
     study_started = time.perf_counter()
     cached: dict[str, tuple[Result | None, str]] = {}  # each cache entry read once, before the shared pass
     for step in steps:
+        if step.skip:
+            continue
         available, absent = _step_models(step, pool)
         if available and not set(absent) & set(step.required_roles):
             cached[step.name] = read_cache(_cache_dir(step, available, settings, out))
@@ -206,8 +231,10 @@ def run_study(
     shared, shared_errors = _shared_pass(to_compute, pool, settings, data)
     for index, step in enumerate(steps):
         started = time.perf_counter()
-        available, absent = _step_models(step, pool)
-        if step.name not in cached:
+        available, absent = ({}, []) if step.skip else _step_models(step, pool)
+        if step.skip:
+            outcome = StepOutcome(step, "skipped", error=step.skip)
+        elif step.name not in cached:
             reasons = "; ".join(f"{role} ({step.models[role]}): {pool.missing[step.models[role]]}" for role in absent)
             outcome = StepOutcome(step, "skipped", error=f"models not available: {reasons}")
         else:
@@ -226,6 +253,9 @@ def run_study(
                 section = step.section(result, names, figures_dir)
                 if absent:
                     section.text += f" Not shipped here, so left out: {', '.join(f'{r} ({step.models[r]})' for r in absent)}."
+                section.text = " ".join([section.text, *step.notes]).strip()
+                if settings.init == "random":
+                    section.findings = [dry_run_finding(finding) for finding in section.findings]
                 if step.name in shared:
                     note = (note + " " if note else "") + "computed in the study's shared pass"
                 outcome = StepOutcome(step, status, section=section, cache_dir=cache_dir, note=note)
@@ -262,6 +292,22 @@ class _StudyData:
 
             self._dataset = load_dataset(self.settings.data, split=self.settings.split)
         return self._dataset
+
+
+DRY_RUN = ("random-init dry run: every model is at random init, so these numbers test the pipeline at the paper's "
+           "scale, not the paper's claims")
+
+
+def dry_run_finding(finding: Finding) -> Finding:
+    """A finding of a random-init dry run, saying so in its ``why`` (its verdict is not the paper's claim)."""
+    from dataclasses import replace
+
+    return replace(finding, why=f"{DRY_RUN}. {finding.why}".strip())
+
+
+def planned_skip(outcome: StepOutcome) -> bool:
+    """A step the plan left out (its models are not in the preset or no longer belong together): not a failure."""
+    return outcome.status == "skipped" and bool(outcome.step.skip)
 
 
 def _step_models(step: StudyStep, pool: ModelPool) -> tuple[dict[str, Model], list[str]]:
@@ -348,8 +394,10 @@ RESULTS_SCHEMA_VERSION = 2
 def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, environment: Mapping[str, Any]) -> dict[str, Any]:
     """Every number of the study as one JSON-ready document (the report renders from it alone).
 
-    Schema 2: ``settings``, ``environment``, ``summary`` (count of each verdict), ``questions``, and
-    per step: question, title, models by role, baselines, status, seconds, error, note, cache folder,
+    Schema 2: ``settings`` (``init: random`` for a dry run), ``environment``, ``summary`` (count of each
+    verdict), ``dry_run`` (what a random-init dry run means; empty otherwise), ``questions``, and per
+    step: question, title, models by role, baselines, status, planned_skip (the plan left it out:
+    ``error`` says why), seconds, error, note, cache folder,
     text, figures (paths relative to the report folder), numbers (JSON numbers or arrays) and findings
     (every field of :class:`~seelike.study.verdicts.Finding`).
     """
@@ -361,6 +409,7 @@ def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, e
         "settings": asdict(settings),
         "environment": dict(environment),
         "summary": {verdict: sum(f.verdict == verdict for f in findings) for verdict in VERDICTS},
+        "dry_run": DRY_RUN if settings.init == "random" else "",
         "questions": QUESTIONS,
         "steps": {
             outcome.step.name: {
@@ -370,6 +419,7 @@ def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, e
                 "models": dict(outcome.step.models),
                 "baselines": dict(outcome.step.baselines),
                 "status": outcome.status,
+                "planned_skip": planned_skip(outcome),
                 "seconds": outcome.seconds,
                 "error": outcome.error,
                 "note": outcome.note,
@@ -448,7 +498,7 @@ def validate_study(steps: Sequence[StudyStep], settings: StudySettings, load: bo
     :class:`~seelike.errors.SeelikeError` naming every problem found."""
     settings.validate()
     check_unique(steps)
-    specs = list(dict.fromkeys(spec for step in steps for spec in step.specs))
+    specs = list(dict.fromkeys(spec for step in steps if not step.skip for spec in step.specs))
     problems = []
     for spec in specs:
         try:

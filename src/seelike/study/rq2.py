@@ -17,7 +17,7 @@ from seelike.plots import heatmap_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
 from seelike.study.common import CKADraws, bootstrap_quantity, png, rounded
-from seelike.study.engine import Section, StudyStep
+from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
 ZOO_TEST_IMAGES = 10_000  # the zoo manifests' test accuracies are measured on the whole Fashion-MNIST test split
@@ -336,8 +336,8 @@ def steps(models: Mapping[str, str], random_init: Callable[[str], str]) -> list[
                   params={"cnn": "resnet"}, baselines={"random_vit": baselines["random_vit"]}, required=("vit", "resnet")),
     ]
     noskip = {role: models[role] for role in NOSKIP_BLOCKS if role in models}
-    if noskip:
-        roles = {"vit": vit, **noskip, **({"vit_seed1": models["vit_seed1"]} if "vit_seed1" in models else {})}
-        found.append(StudyStep("rq2_no_skip", "RQ2", "ViTs with the skips of one block removed (Fig 8)", "cka", roles, noskip_section,
-                               baselines={"vit_seed1": "second seed of vit"}, required=("vit",)))
+    seed = {"vit_seed1": models["vit_seed1"]} if "vit_seed1" in models else {}
+    found.append(StudyStep("rq2_no_skip", "RQ2", "ViTs with the skips of one block removed (Fig 8)", "cka", {"vit": vit, **noskip, **seed},
+                           noskip_section, baselines={"vit_seed1": "second seed of vit"}, required=("vit", *(noskip or NOSKIP_BLOCKS)),
+                           cohorts=(Cohort("vit", {**{role: "skip-removed twin" for role in NOSKIP_BLOCKS}, "vit_seed1": "second-seed twin"}),)))
     return found

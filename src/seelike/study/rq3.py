@@ -15,7 +15,7 @@ import numpy as np
 
 from seelike.results import ResultBundle
 from seelike.study.common import png, rounded
-from seelike.study.engine import Section, StudyStep
+from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
 
@@ -153,11 +153,13 @@ def steps(models: Mapping[str, str], random_init: Callable[[str], str]) -> list[
     vit, gap, cnn = models["vit"], models["vit_gap"], models["resnet"]
     randoms = {"random_vit": random_init(vit), "random_vit_gap": random_init(gap), "random_resnet": random_init(cnn)}
     baselines = {"random_vit": "random init of vit", "random_vit_gap": "random init of vit_gap", "random_resnet": "random init of resnet"}
+    classifier = (Cohort("vit", {"vit_gap": "GAP-classifier twin"}),)  # CLS vs GAP: the same ViT trained with either classifier
     return [
         StudyStep("rq3_localization", "RQ3", "Spatial localization: CLS vs GAP ViT vs ResNet (Fig 9, 10)", "localization",
-                  {"vit": vit, "vit_gap": gap, "resnet": cnn, **randoms}, localization_section, baselines=baselines, required=("vit",)),
+                  {"vit": vit, "vit_gap": gap, "resnet": cnn, **randoms}, localization_section, baselines=baselines, required=("vit",),
+                  cohorts=classifier),
         StudyStep("rq3_probes", "RQ3", "Probes per token and per readout (Fig 11)", "probes",
                   {"vit": vit, "vit_gap": gap, "resnet": cnn, "random_vit": randoms["random_vit"], "random_vit_gap": randoms["random_vit_gap"]},
                   probes_section, params={"full_data": True, "readouts": "all", "shots": 10, "samples": 5},
-                  baselines={k: baselines[k] for k in ("random_vit", "random_vit_gap")}, required=("vit",)),
+                  baselines={k: baselines[k] for k in ("random_vit", "random_vit_gap")}, required=("vit",), cohorts=classifier),
     ]

@@ -16,7 +16,7 @@ import numpy as np
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
 from seelike.study.common import png, rounded
-from seelike.study.engine import Section, StudyStep
+from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.rq2 import local_share_quantity
 from seelike.study.verdicts import Quantity, judge
 
@@ -135,36 +135,39 @@ def probe_comparison_section(bundle: ResultBundle, names: Mapping[str, str], fig
                    text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
 
 
+LARGE_ROLES = ("vit_large", "vit_large_frac10", "vit_large_seed1")
+#: the zoo ViT's twins, trained by its recipe with one factor changed: compared with it only when they come from one source
+DATA_TWINS = Cohort("vit", {"vit_frac30": "30%-data twin", "vit_frac10": "10%-data twin", "vit_frac03": "3%-data twin", "vit_seed1": "second-seed twin"})
+LARGE_TWINS = Cohort("vit_large", {"vit_large_frac10": "10%-data twin", "vit_large_seed1": "second-seed twin"})
+
+
 def steps(models: Mapping[str, str], random_init: Callable[[str], str]) -> list[StudyStep]:
+    """The RQ4 steps; each needs reduced-data twins the paper trained itself, so a preset without them plans them as skipped."""
     vit, cnn = models["vit"], models["resnet"]
     fractions = {role: models[role] for role in FRACTION_ROLES if role in models}
+    need_fractions = tuple(fractions) or FRACTION_ROLES
     seed = {"vit_seed1": models["vit_seed1"]} if "vit_seed1" in models else {}
-    found = []
-    if fractions and seed:
-        found.append(StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)", "data_scale",
-                               {"vit": vit, **dict(reversed(list(fractions.items()))), **seed}, data_scale_section("data_scale"),
-                               params={"reference": "vit", "seed_twin": "vit_seed1"}, baselines={"vit_seed1": "second seed of vit"},
-                               required=("vit", "vit_seed1")))
-    if {"vit_large", "vit_large_frac10", "vit_large_seed1"} <= set(models):
-        found.append(StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)", "data_scale",
-                               {role: models[role] for role in ("vit_large", "vit_large_frac10", "vit_large_seed1")},
-                               data_scale_section("data_scale_large"), params={"reference": "vit_large", "seed_twin": "vit_large_seed1"},
-                               baselines={"vit_large_seed1": "second seed of vit_large"}))
-    if fractions:
-        large = {role: models[role] for role in ("vit_large", "vit_large_frac10") if role in models}
-        seeds = {role: models[role] for role in ("vit_seed1", "vit_large_seed1") if role in models}
-        randoms = {"random_resnet": random_init(cnn)}
-        if "vit_large" in models:
-            randoms["random_vit_large"] = random_init(models["vit_large"])
-        found += [
-            StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", "attention_distance",
-                      {"vit": vit, **fractions, **seed}, fraction_attention_section, baselines={"vit_seed1": "second seed of vit"},
-                      required=("vit",)),
-            StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", "probes",
-                      {"vit": vit, **fractions, **large, "resnet": cnn, **seeds, **randoms}, probe_comparison_section,
-                      params={"full_data": False, "readouts": "gap", "shots": 10, "samples": 5},
-                      baselines={**{role: f"second seed of {role.replace('_seed1', '')}" for role in seeds},
-                                 **{role: f"random init of {role.removeprefix('random_')}" for role in randoms}},
-                      required=("vit",)),
-        ]
-    return found
+    large = {role: models[role] for role in ("vit_large", "vit_large_frac10") if role in models}
+    seeds = {role: models[role] for role in ("vit_seed1", "vit_large_seed1") if role in models}
+    randoms = {"random_resnet": random_init(cnn)}
+    if "vit_large" in models:
+        randoms["random_vit_large"] = random_init(models["vit_large"])
+    return [
+        StudyStep("rq4_data_scale", "RQ4", "Data scale: per-block CKA against the 100% model (Fig 12)", "data_scale",
+                  {"vit": vit, **dict(reversed(list(fractions.items()))), **seed}, data_scale_section("data_scale"),
+                  params={"reference": "vit", "seed_twin": "vit_seed1"}, baselines={"vit_seed1": "second seed of vit"},
+                  required=("vit", "vit_seed1", *need_fractions), cohorts=(DATA_TWINS,)),
+        StudyStep("rq4_data_scale_large", "RQ4", "Data scale of the larger ViT (Fig 12, second model size)", "data_scale",
+                  {role: models[role] for role in LARGE_ROLES if role in models},
+                  data_scale_section("data_scale_large"), params={"reference": "vit_large", "seed_twin": "vit_large_seed1"},
+                  baselines={"vit_large_seed1": "second seed of vit_large"}, required=LARGE_ROLES, cohorts=(LARGE_TWINS,)),
+        StudyStep("rq4_attention_distance", "RQ4", "Attention distance and training data (Fig 4)", "attention_distance",
+                  {"vit": vit, **fractions, **seed}, fraction_attention_section, baselines={"vit_seed1": "second seed of vit"},
+                  required=("vit", *need_fractions), cohorts=(DATA_TWINS,)),
+        StudyStep("rq4_probes", "RQ4", "Few-shot probes per layer and training data (Fig 13)", "probes",
+                  {"vit": vit, **fractions, **large, "resnet": cnn, **seeds, **randoms}, probe_comparison_section,
+                  params={"full_data": False, "readouts": "gap", "shots": 10, "samples": 5},
+                  baselines={**{role: f"second seed of {role.replace('_seed1', '')}" for role in seeds},
+                             **{role: f"random init of {role.removeprefix('random_')}" for role in randoms}},
+                  required=("vit", *need_fractions), cohorts=(DATA_TWINS, LARGE_TWINS)),
+    ]
