@@ -177,7 +177,7 @@ def test_study_exits_non_zero_when_a_step_fails(tmp_path, monkeypatch, counting)
     failures["broken"] = RuntimeError("boom")
     from seelike.study import presets
 
-    monkeypatch.setattr(presets, "build_steps", lambda roles: [counting_step("fine"), counting_step("broken")])
+    monkeypatch.setattr(presets, "build_steps", lambda *args, **kwargs: [counting_step("fine"), counting_step("broken")])
     outcome = CliRunner().invoke(app, ["study", "--data", SETTINGS.data, "--n", "64", "--batch-size", "32", "--out", str(tmp_path)])
     assert outcome.exit_code == 1 and "1 step(s) failed" in outcome.output and "broken" in outcome.output
 
@@ -352,3 +352,10 @@ def test_single_pass_steps_share_one_pass_and_give_the_numbers_of_separate_runs(
         assert sorted(a.arrays) == sorted(b.arrays)
         for key in a.arrays:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{together.step.name}: {key}")
+
+
+def test_random_init_drops_every_weight_option_and_the_dry_run_seed_differs_from_the_baseline():
+    from seelike.study.presets import dry_run_spec
+
+    assert random_init("timm:vit_base_patch16_224?pretrained=1&file=/w.safetensors&seed=3") == "timm:vit_base_patch16_224?init=random"
+    assert dry_run_spec("zoo:vit-cls") == "zoo:vit-cls?init=random&seed=1" != random_init(dry_run_spec("zoo:vit-cls"))

@@ -6,6 +6,7 @@ Specs: ``zoo:NAME[?init=random]`` (seelike's shipped models, or their architectu
 architectures, random init, e.g. ``seelike:vit?classifier=gap``), or a path to a
 seelike ``.safetensors`` checkpoint (or a ``seelike train`` folder: its ``model.safetensors``).
 Random-init models are seeded (``seed=0`` by default) so the same spec always gives the same weights.
+Your own ``nn.Module``: :func:`wrap` (``seelike.models.wrap(module, preprocessing=..., layers=...)``).
 Options are never ignored: an unknown ``zoo:`` key, a key given twice or ``pretrained=maybe`` is refused,
 and a zoo checkpoint is checked against its manifest's sha256 before it loads.
 """
@@ -27,10 +28,11 @@ from seelike.models.mixer import Mixer, MixerConfig
 from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
 from seelike.models.resnet import ResNet, ResNetConfig
 from seelike.models.vit import ViT, ViTConfig
+from seelike.models.wrap import wrap
 
 __all__ = [
     "ARCHITECTURES", "Layer", "Model", "Preprocessing", "TokenLayout",
-    "build_module", "check_state_keys", "load_checkpoint", "load_model", "resolve_device", "save_checkpoint",
+    "build_module", "check_state_keys", "load_checkpoint", "load_model", "resolve_device", "save_checkpoint", "wrap",
 ]
 
 #: the query keys a zoo: spec understands (anything else is refused, never ignored)

@@ -345,11 +345,14 @@ def describe(module: nn.Module, spec: str, preprocessing: Preprocessing, num_cla
     return Model(module, spec, family, tuple(layers), preprocessing, layout, num_classes)
 
 
-def _timm_token_layout(module: nn.Module) -> TokenLayout:
+def _timm_token_layout(module: nn.Module) -> TokenLayout | None:
+    """Prefix tokens, patch grid and patch size of a timm-style token model (None when it does not say)."""
     grid = getattr(module, "grid_size", None)
     patch = getattr(module, "patch_size", None)
     embed = getattr(module, "patch_embed", None) or getattr(module, "stem", None)
     if grid is None and embed is not None:
-        grid, patch = embed.grid_size, embed.patch_size
+        grid, patch = getattr(embed, "grid_size", None), getattr(embed, "patch_size", None)
+    if grid is None or patch is None:
+        return None
     patch = patch[0] if isinstance(patch, (tuple, list)) else patch
     return TokenLayout(int(getattr(module, "num_prefix_tokens", 0)), tuple(grid), int(patch))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seelike.errors import InvalidInputError, UnknownLayerError, close_matches
+
+log = logging.getLogger(__name__)
 
 LayerKind = Literal["tokens", "feature_map", "attention", "heads", "other"]
 
@@ -90,6 +93,21 @@ class Layer:
         return self.role == BLOCK_OUTPUT
 
 
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(str(v) for v in shape)
+
+
+def conversion(shape: Sequence[int], input_size: Sequence[int]) -> str:
+    """What :class:`Preprocessing` does to images of ``shape`` (C, H, W) for a model taking ``input_size``."""
+    (channels, *size), (wanted, *wanted_size) = shape, input_size
+    steps = []
+    if channels != wanted:
+        steps.append("grey channel repeated" if channels == 1 else "converted to grey (luma)" if wanted == 1 else "channels differ")
+    if tuple(size) != tuple(wanted_size):
+        steps.append(f"resized to {_shape_text(wanted_size)}")
+    return ", ".join(steps)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """Input size and normalisation that travel with the model's weights (timm's pretrained_cfg)."""
@@ -135,6 +153,7 @@ class Model:
     num_classes: int | None = None
     label: str | None = None  # overrides the short name derived from the spec
     _fingerprint: str | None = field(default=None, repr=False)
+    _converted: set[tuple[int, ...]] = field(default_factory=set, repr=False)  # image shapes already announced
 
     # -- layers -------------------------------------------------------------------------
     @property
@@ -215,6 +234,13 @@ class Model:
 
     # -- running ------------------------------------------------------------------------
     def preprocess(self, images: Tensor) -> Tensor:
+        """The model's input for images in [0, 1]; images of another size or channel count are converted,
+        with a one-line notice the first time each shape is seen (never silently)."""
+        shape = tuple(images.shape[1:])
+        if shape != tuple(self.preprocessing.input_size) and shape not in self._converted:
+            self._converted.add(shape)
+            log.warning("%s takes %s images; converting the data's %s images (%s)", self.name, _shape_text(self.preprocessing.input_size),
+                        _shape_text(shape), conversion(shape, self.preprocessing.input_size))
         return self.preprocessing(images)
 
     def to(self, device: str | torch.device) -> Model:

@@ -134,12 +134,13 @@ def attention_distance(models: Mapping[str, Model], settings: StudySettings) -> 
 
 @analysis("receptive_field")
 def receptive_field(models: Mapping[str, Model], dataset: Any, settings: StudySettings, channels: str = "exact",
-                    patch_size: int | None = None) -> Result:
-    """ERFs of every model with one channel averaging, the patch embedding first, and the mass outside
-    the ``patch_size`` cell (default: the first ViT's patch size, so CNNs are read on the same grid)."""
-    from seelike.analyses.receptive_field import effective_receptive_fields, resolve_channel_average
+                    patch_size: int | None = None, exact_limit: int | None = None) -> Result:
+    """ERFs of every model with one channel averaging (``auto``: exact when every model has at most
+    ``exact_limit`` channels in its layers), the patch embedding first, and the mass outside the
+    ``patch_size`` cell (default: the first ViT's patch size, so CNNs are read on the same grid)."""
+    from seelike.analyses.receptive_field import EXACT_LIMIT, effective_receptive_fields, resolve_channel_average
 
-    mode = resolve_channel_average(list(models.values()), channels)
+    mode = resolve_channel_average(list(models.values()), channels, exact_limit=exact_limit or EXACT_LIMIT)
     if patch_size is None:
         patch_size = next((m.token_layout.patch_size for m in models.values() if m.token_layout is not None), None)
     n = min(ERF_IMAGES, settings.n)
