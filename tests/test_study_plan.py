@@ -3,6 +3,7 @@ the paper preset's GAP model, and `--init random` (a dry run at the preset's sca
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -142,3 +143,14 @@ def test_every_role_a_step_reads_is_a_known_role_or_a_baseline(preset):
     for step in plan_study(preset):
         for role in step.models:
             assert role in ROLES or role.startswith("random_"), (step.name, role)
+
+
+def test_the_report_of_a_dry_run_says_so_at_the_top(tmp_path):
+    from seelike.report import write_report
+    from seelike.study.engine import DRY_RUN, results_document
+
+    settings = StudySettings(data="synthetic:n=64,size=28,channels=1", n=16, batch_size=16, init="random")
+    page = write_report(results_document([], settings, {}), tmp_path).read_text()
+    assert page.index(html.escape(DRY_RUN)) < page.index("Findings at a glance")
+    trained = write_report(results_document([], StudySettings(), {}), tmp_path / "trained").read_text()
+    assert "dry run" not in trained

@@ -129,6 +129,7 @@ def write_report(document: Mapping[str, Any], directory: Path) -> Path:
     all_findings = [(name, f) for name, step in steps.items() for f in step.get("findings", [])]
     body = [
         "<h1>Do these vision models see alike?</h1>",
+        f"<p class='not-held' id='dry-run'><b>{_escape(document['dry_run'])}.</b></p>" if document.get("dry_run") else "",
         f"<p class='muted'>seelike study on <code>{_escape(settings['data'])}</code> ({_escape(settings['split'])} split), "
         f"n = {settings['n']}, batch {settings['batch_size']}, seed {settings['seed']}. Every number comes from <code>results.json</code> beside this report. "
         "A difference counts only beyond 2 standard errors (or beyond the seed-to-seed difference); “held” needs the baseline — random init, "
