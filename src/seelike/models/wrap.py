@@ -57,12 +57,9 @@ def wrap(
     preprocessing = _preprocessing(preprocessing)
     spec = f"python:{name}"
     module.eval()
-    if layers is None:
-        model = _known_blocks(module, spec, preprocessing, num_classes)
-        if model is None:
-            layers = _children_in_forward_order(module, preprocessing)
-    if layers is not None:
-        chosen = _layers(module, layers, preprocessing)
+    model = _known_blocks(module, spec, preprocessing, num_classes) if layers is None else None
+    if model is None:
+        chosen = _layers(module, layers if layers is not None else _children_in_forward_order(module, preprocessing), preprocessing)
         model = Model(module, spec, "custom", tuple(chosen), preprocessing, None, num_classes)
     if token_layout is not None:
         model.token_layout = token_layout
@@ -149,6 +146,8 @@ def _layers(module: nn.Module, layers: LayerSpec, preprocessing: Preprocessing) 
         raise InvalidInputError("layers= is empty: name at least one module path")
     if all(isinstance(item, Layer) for item in items):
         return items
+    if any(isinstance(item, Layer) for item in items):
+        raise InvalidInputError("layers= mixes Layer records and module paths: give one or the other")
     if isinstance(layers, Mapping):
         roles = {path: [value] if isinstance(value, str) else list(value) for path, value in items}
     else:
