@@ -13,6 +13,7 @@ images of each split it touches (:func:`images_needed` says how many, for ``--pl
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from seelike.models.model import Model
 from seelike.results import Result, ResultBundle
 from seelike.study.engine import StudySettings, StudyStep
 
+log = logging.getLogger(__name__)
 Runner = Callable[..., Result]
 ANALYSES: dict[str, Runner] = {}
 
@@ -42,6 +44,7 @@ PLANNERS: dict[str, Planner] = {}
 
 ERF_IMAGES = 32  # the paper averages ERFs over 32 images
 PROBE_TRAIN_IMAGES = 10_000  # full-data probes train on at most this many training images (and at most n)
+TOKEN_PROBE_BYTES = 4 * 2**30  # per-token probe statistics a study step holds per model at most (ViT-B/16 at 224 px: ~21 GiB)
 
 
 def analysis(name: str) -> Callable[[Runner], Runner]:
@@ -181,7 +184,27 @@ def probes(models: Mapping[str, Model], dataset: Any, settings: StudySettings, f
     train_set = load_dataset(settings.data, split="train")
     n_train = min(PROBE_TRAIN_IMAGES, settings.n, len(train_set)) if full_data else 0
     return _per_model(models, lambda m: probe_layers(m, train_set, dataset, n_train=n_train, n_test=settings.n, batch_size=settings.batch_size,
-                                                     readouts=readouts, shots=shots or None, samples=samples, seed=settings.seed))
+                                                     readouts=_affordable_readouts(m, readouts) if n_train else readouts,
+                                                     shots=shots or None, samples=samples, seed=settings.seed))
+
+
+def _affordable_readouts(model: Model, readouts: str) -> list[str]:
+    """``readouts`` without the per-token probes when their statistics (a width² Gram and its eigenvectors, float64,
+    per token or feature-map position and block) exceed :data:`TOKEN_PROBE_BYTES`: at ViT-B/16 and 224 px they need ~21 GiB."""
+    from seelike.analyses.probes import resolve_readouts
+    from seelike.capture import output_shapes
+
+    chosen = resolve_readouts(model, readouts)
+    if "tokens" not in chosen:
+        return chosen
+    shapes = output_shapes(model, model.block_layers())
+    positions_and_width = [(s[1], s[2]) if len(s) == 3 else (s[2] * s[3], s[1]) for s in shapes.values() if len(s) in (3, 4)]
+    needed = sum(16 * positions * width**2 for positions, width in positions_and_width)
+    if needed <= TOKEN_PROBE_BYTES:
+        return chosen
+    log.warning("%s: per-token probes left out (their statistics need %.1f GiB, over the study's %.0f GiB); the pooled readouts are probed",
+                model.name, needed / 2**30, TOKEN_PROBE_BYTES / 2**30)
+    return [readout for readout in chosen if readout != "tokens"]
 
 
 @planner("data_scale")
