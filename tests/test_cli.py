@@ -113,3 +113,96 @@ def test_a_command_in_a_log_shows_progress_and_one_line_warnings(tmp_path):
     assert "skip norms: images 16/32" in text and "img/s" in text, text
     assert "Warning:" not in text and ".py:" not in text, text
     assert all(line.startswith(("warning: ", "skip norms: images")) for line in text.splitlines()), text
+
+
+def test_cka_prints_and_saves_its_summary(tmp_path):
+    """Per pair best-match CKA and per model across-block CKA: printed numbers are the saved ones, computed from the matrix."""
+    out = tmp_path / "cka"
+    result = CliRunner().invoke(app, ["cka", VIT, VIT + "&seed=1", "--data", DATA, "--n", "32", "--batch-size", "16", "--out", str(out)],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    summary = saved.metadata["summary"]
+    assert summary == json.loads((out / "result.json").read_text())["metadata"]["summary"]
+    matrix, _, _ = saved.block("vit", "vit[seed=1]")
+    pair = next(p for p in summary["pairs"] if (p["model"], p["other"]) == ("vit", "vit[seed=1]"))
+    assert pair["best_match_cka"] == pytest.approx(matrix.max(axis=1).mean(), abs=1e-6)
+    within, _, _ = saved.block("vit")
+    assert summary["models"]["vit"]["cka_across_block"] == {"1": pytest.approx(within[0, 2], abs=1e-6)}
+    for value in (pair["best_match_cka"], within[0, 2], summary["models"]["vit[seed=1]"]["mean_cka_between_layers"]):
+        assert f"{value:.3f}" in result.output
+    assert "…" not in result.output and "vit[seed=1]" in result.output
+
+
+def test_attention_prints_and_saves_its_entropy(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "attention"
+    result = CliRunner().invoke(app, ["attention", VIT, "--data", DATA, "--n", "32", "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    entropy = saved["entropy"]
+    assert entropy.shape == saved.distance.shape and np.all((entropy > 0) & (entropy <= 1 + 1e-9))
+    summary = saved.metadata["summary"]
+    assert summary["entropy_fraction_of_uniform_min"] == pytest.approx(entropy.min(), abs=1e-6)
+    assert f"{entropy.min():.2f}–{entropy.max():.2f}" in result.output
+
+
+def test_attention_entropy_is_one_for_uniform_attention_and_zero_for_one_token():
+    import torch
+
+    from seelike.analyses.attention_distance import attention_entropy
+
+    uniform = torch.full((2, 3, 5, 5), 1 / 5)
+    assert torch.allclose(attention_entropy(uniform, 1), torch.ones(2, 3, 4), atol=1e-6)
+    peaked = torch.zeros(1, 1, 5, 5)
+    peaked[..., 0] = 1
+    assert torch.allclose(attention_entropy(peaked, 1), torch.zeros(1, 1, 4), atol=1e-6)
+
+
+def test_probe_prints_and_saves_middle_block_means(tmp_path):
+    from seelike.analyses.probes import middle_blocks
+
+    out = tmp_path / "probes"
+    result = CliRunner().invoke(app, ["probe", VIT, "--data", DATA, "--n-train", "32", "--n-test", "32", "--shots", "2",
+                                      "--samples", "2", "--batch-size", "16", "--out", str(out)], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    summary = saved.metadata["summary"]
+    assert summary["middle_blocks"] == [1] and middle_blocks(3) == slice(0, 2) or summary["middle_blocks"] == saved.blocks[middle_blocks(3)]
+    for regime, label in (("full", "gap n=32"), ("few_shot", "gap 2-shot")):
+        expected = saved.curve("gap", regime)[0][middle_blocks(len(saved.blocks))].mean()
+        assert summary["middle_block_accuracy"][label] == pytest.approx(expected, abs=1e-6)
+        assert f"{100 * expected:.1f}" in result.output and label in result.output
+
+
+def test_zoo_train_publishes_outside_the_package_and_prints_each_epoch(tmp_path, monkeypatch):
+    import seelike.zoo_training as zoo_training
+    from seelike.models.zoo import zoo_dir
+    from seelike.recipes import TrainConfig
+
+    recipe = TrainConfig("vit", {"patch_size": 4, "width": 16, "depth": 1, "heads": 2}, data=DATA, epochs=2, batch_size=16)
+    monkeypatch.setitem(zoo_training.RECIPES, "tiny", (recipe, None, "a tiny test recipe"))
+    shipped = sorted(p.name for p in zoo_dir().iterdir())
+    runs, out = tmp_path / "runs", tmp_path / "published"
+    result = CliRunner().invoke(app, ["zoo", "train", "tiny", "--runs", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "tiny.safetensors").exists() and json.loads((out / "tiny.json").read_text())["name"] == "tiny"
+    assert sorted(p.name for p in zoo_dir().iterdir()) == shipped  # nothing written into the installed zoo
+    epochs = [line for line in result.output.splitlines() if line.startswith("epoch") and " step " in line]
+    assert len(epochs) == 2 and all("/2" in line and "train accuracy" in line and "left" in line for line in epochs), result.output
+    default = CliRunner().invoke(app, ["zoo", "train", "tiny", "--runs", str(runs)])  # resumes, publishes into RUNS/published
+    assert default.exit_code == 0 and (runs / "published" / "tiny.safetensors").exists(), default.output
+
+
+def test_zoo_list_fits_80_columns_in_a_log():
+    """Non-TTY output at 80 columns: every zoo name whole (two names must never both read 'vit-cls-nos…')."""
+    from seelike.recipes import RECIPES
+
+    done = subprocess.run([sys.executable, "-m", "seelike", "zoo", "list"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in done.stdout
+    for name in RECIPES:
+        assert any(line.startswith(f"{name} ") for line in lines), name

@@ -76,7 +76,7 @@ MIN_FREE_BYTES = 16 << 20
 
 
 def _fail(error: SeelikeError) -> None:
-    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(str(error))}", markup=True)
     raise typer.Exit(2)
 
 
@@ -206,7 +206,7 @@ def _load_data(data: str, split: str, skip_bad_images: bool, **kwargs: Any) -> A
         dataset.provenance.setdefault("skipped_images", [])
         if dataset.provenance["skipped_images"]:
             console.print(f"[yellow]skipped {len(dataset.provenance['skipped_images'])} unreadable image(s)[/yellow] "
-                          f"(listed in the result): {dataset.provenance['skipped_images'][0]}, ...")
+                          f"(listed in the result): {escape(str(dataset.provenance['skipped_images'][0]))}, ...", markup=True)
     return dataset
 
 
@@ -342,8 +342,8 @@ def zoo_list(markdown: Annotated[bool, typer.Option("--markdown", help="print a 
         for row in rows:
             print("| " + " | ".join(row) + " |")
         return
-    listing = fitted_table("seelike zoo (Fashion-MNIST)", header[:1], header[1:5])
-    listing.add_column(header[5], ratio=1, min_width=20)  # the description wraps; names and numbers stay whole
+    listing = fitted_table("seelike zoo (Fashion-MNIST)", ("name",), ("params", "test acc.", "target", "train time"))
+    listing.add_column("description", min_width=16, overflow="fold")  # the description wraps; names and numbers stay whole
     for row in rows:
         listing.add_row(*row)
     console.print(listing)
@@ -387,7 +387,8 @@ def zoo_verify(
         ok = report["sha256_ok"] and report.get("accuracy_ok", True)
         failed |= not ok
         accuracy = f"  accuracy {report['test_accuracy']:.2%} (recorded {report['recorded']:.2%})" if "test_accuracy" in report else ""
-        console.print(f"{'[green]ok[/green]' if ok else '[red]FAILED[/red]'}  {name}  sha256 {'ok' if report['sha256_ok'] else 'MISMATCH'}{accuracy}")
+        console.print(f"{'[green]ok[/green]' if ok else '[red]FAILED[/red]'}  {escape(name)}  sha256 {'ok' if report['sha256_ok'] else 'MISMATCH'}{accuracy}",
+                      markup=True)
     if failed:
         raise typer.Exit(1)
 
@@ -537,13 +538,15 @@ def study(
     def report_step(index: int, total: int, outcome) -> None:
         colour = {"ok": "green", "cached": "cyan", "error": "red", "skipped": "yellow"}[outcome.status]
         console.print(f"[{index + 1}/{total}] [{colour}]{outcome.status:<7}[/{colour}] {outcome.step.name} ({outcome.seconds:.1f} s)"
-                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else "") + (f" [yellow]({outcome.note})[/yellow]" if outcome.note else ""))
+                      + (f": {escape(outcome.error.splitlines()[0])}" if outcome.error else "")
+                      + (f" [yellow]({escape(outcome.note)})[/yellow]" if outcome.note else ""), markup=True)
 
     outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
     failed = [o.step.name for o in outcomes if o.status in ("error", "skipped")]
-    console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
+    console.print(f"[bold]report:[/bold] {escape(str((out / 'report' / 'index.html').resolve()))}\n"
+                  f"[bold]numbers:[/bold] {escape(str((out / 'results.json').resolve()))}", markup=True)
     if failed:
-        console.print(f"[red]{len(failed)} step(s) failed or were skipped: {', '.join(failed)}; their sections show why[/red]")
+        console.print(f"[red]{len(failed)} step(s) failed or were skipped: {escape(', '.join(failed))}; their sections show why[/red]", markup=True)
         raise typer.Exit(1)
 
 

@@ -10,17 +10,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-#: soft_wrap: a long line stays one line in a log (a terminal wraps it itself); tables still fit the width
-console = Console(soft_wrap=True)
+#: soft_wrap: a long line stays one line in a log (a terminal wraps it itself); tables still fit the width.
+#: markup off: names such as ``vit[seed=1]`` and paths print as they are; colour is asked for with ``markup=True``
+console = Console(soft_wrap=True, markup=False)
 
 
 def fitted_table(title: str, names: Sequence[str], numbers: Sequence[str] = ()) -> Table:
     """A table whose ``names`` columns (model, layer, block names) are never cut or wrapped and whose ``numbers``
     columns are right-aligned; when the table is wider than the console, the titles and headers wrap instead."""
-    result = Table(title=title, title_justify="left")
+    result = Table(title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)  # room for columns
     for name in names:
         result.add_column(name, no_wrap=True, overflow="fold")
     for number in numbers:  # a header wraps between words, never inside one
