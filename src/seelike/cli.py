@@ -780,7 +780,7 @@ def attention(
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Mean attention distance of every head of every block, and how spread each head's attention is
-    (Raghu et al. 2021, Fig 3-4)."""
+    (Raghu et al. 2021, Fig 3-4; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
     from seelike.plots import attention_distance_figures
     from seelike.summaries import attention_summary
@@ -835,7 +835,7 @@ def heads(
     device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5)."""
+    """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5; docs/methods.md §3)."""
     from seelike.analyses.head_similarity import head_similarity
     from seelike.plots import head_similarity_figures
     from seelike.validation import check_blocks, check_cnn, check_vit
@@ -882,7 +882,7 @@ def erf(
     device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Effective receptive fields of each block's central position (Raghu et al. 2021, Fig 6).
+    """Effective receptive fields of each block's central position (Raghu et al. 2021, Fig 6; docs/methods.md §4).
 
     Several models are written to OUT/NAME and share one channel averaging, so their radii compare."""
     from seelike.analyses.receptive_field import effective_receptive_fields, resolve_channel_average
