@@ -429,8 +429,9 @@ def cka(
     device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Minibatch CKA heatmaps (Raghu et al. 2021, Fig 1-2; Fig 8; appendix H): every layer of every model
-    against every other, with a summary per model and per pair of models."""
+    """Minibatch CKA heatmaps of every layer against every other (Raghu et al. 2021, Fig 1-2, 8; appendix H).
+
+    Prints per model the mean CKA between layers and across each block, and per pair of models the best-match CKA."""
     from seelike.analyses.layer_similarity import layer_similarity
     from seelike.plots import heatmap_figures
     from seelike.summaries import cka_summary
@@ -647,8 +648,9 @@ def probe(
                                                      "training (default 0.2 when the data has no separate test split)")] = None,
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (Raghu et al. 2021,
-    Fig 11, 13), with each probe's mean over the middle blocks."""
+    """Linear probes per block, full-data and few-shot (Raghu et al. 2021, Fig 11, 13).
+
+    Ridge regression to ±1 targets; prints each probe's mean over the middle blocks."""
     from seelike.analyses.probes import probe_layers
     from seelike.summaries import probe_columns, probe_summary
     from seelike.data import holdout_split, shared_images
@@ -779,8 +781,7 @@ def attention(
     device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Mean attention distance of every head of every block, and how spread each head's attention is
-    (Raghu et al. 2021, Fig 3-4; docs/methods.md §2)."""
+    """Mean attention distance and entropy of every head of every block (Raghu et al. 2021, Fig 3-4; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
     from seelike.plots import attention_distance_figures
     from seelike.summaries import attention_summary
