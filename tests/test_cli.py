@@ -205,3 +205,15 @@ def test_zoo_list_fits_80_columns_in_a_log():
     assert max(map(len, lines)) <= 80 and "…" not in done.stdout
     for name in RECIPES:
         assert any(line.startswith(f"{name} ") for line in lines), name
+
+
+def test_skips_prints_and_saves_the_median_ratio(tmp_path):
+    import numpy as np
+
+    out = tmp_path / "skips"
+    result = CliRunner().invoke(app, ["skips", VIT, "--data", DATA, "--n", "32", "--batch-size", "16", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    saved = load_result(out)
+    median = np.median(np.concatenate([saved["attention_spatial"], saved["mlp_spatial"]]))
+    assert saved.metadata["summary"]["median_spatial_ratio"] == pytest.approx(median, rel=1e-5)
+    assert f"{median:.3g}" in result.output

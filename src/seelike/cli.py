@@ -576,6 +576,7 @@ def skips(
     """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (Raghu et al. 2021, Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
     from seelike.plots import plot_skip_norms, save_figure
+    from seelike.summaries import skip_summary
 
     out = _prepare_out(out)
     with _reporting():
@@ -583,6 +584,7 @@ def skips(
         dataset = _load_data(data, split, skip_bad_images)
         results = [_record_data(skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed), dataset) for model in loaded]
     folders = [out if len(results) == 1 else _folder(out, result.metadata["model"]) for result in results]
+    results = [_with_summary(result, skip_summary(result)) for result in results]
     for result, folder in zip(results, folders):
         result.save(folder)
         lines = result.lines()
@@ -591,6 +593,8 @@ def skips(
         for row, block in enumerate(result.blocks):
             table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
         console.print(table)
+        over = "units" if result.structure == "residual" else "blocks, spatial tokens, attention and MLP"
+        console.print(f"median over {over}: {result.metadata['summary']['median_spatial_ratio']:.3g}")
     figure = save_figure(plot_skip_norms(results), out / "skip_norms")
     console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figure[0]}")
 

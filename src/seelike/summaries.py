@@ -9,11 +9,11 @@ import numpy as np
 
 from seelike.analyses.attention_distance import AttentionDistanceResult
 from seelike.analyses.probes import ProbeResult, middle_blocks
-from seelike.analyses.skip_norms import neighbour_cka
+from seelike.analyses.skip_norms import SkipNormResult, neighbour_cka
 from seelike.errors import InvalidInputError
 from seelike.similarity import CKAResult
 
-__all__ = ["attention_summary", "best_match_cka", "cka_summary", "probe_summary"]
+__all__ = ["attention_summary", "best_match_cka", "cka_summary", "probe_summary", "skip_summary"]
 
 
 def _number(value: Any) -> float:
@@ -80,3 +80,10 @@ def probe_summary(result: ProbeResult) -> dict[str, Any]:
     return {"middle_blocks": result.blocks[middle],
             "middle_block_accuracy": {label: _number(result.curve(readout, regime)[0][middle].mean())
                                       for readout, regime, label in probe_columns(result)}}
+
+
+def skip_summary(result: SkipNormResult) -> dict[str, Any]:
+    """Median ‖skip‖/‖branch‖ over blocks of the spatial tokens (a ViT's attention and MLP ratios together) or of a
+    ResNet's units: how much the skips carry, in one number (Fig 7); inf where branches are exactly zero."""
+    keys = ("shortcut_over_branch",) if result.structure == "residual" else ("attention_spatial", "mlp_spatial")
+    return {"median_spatial_ratio": _number(np.nanmedian(np.concatenate([result[key] for key in keys])))}
