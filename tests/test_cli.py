@@ -126,6 +126,8 @@ def test_cka_prints_and_saves_its_summary(tmp_path):
     matrix, _, _ = saved.block("vit", "vit[seed=1]")
     pair = next(p for p in summary["pairs"] if (p["model"], p["other"]) == ("vit", "vit[seed=1]"))
     assert pair["best_match_cka"] == pytest.approx(matrix.max(axis=1).mean(), abs=1e-6)
+    assert pair["best_match_top_third"] == pytest.approx(matrix[-1].max(), abs=1e-6)  # 3 blocks: the top third is the last
+    assert pair["best_match_rest"] == pytest.approx(matrix[:-1].max(axis=1).mean(), abs=1e-6)
     within, _, _ = saved.block("vit")
     assert summary["models"]["vit"]["cka_across_block"] == {"1": pytest.approx(within[0, 2], abs=1e-6)}
     for value in (pair["best_match_cka"], within[0, 2], summary["models"]["vit[seed=1]"]["mean_cka_between_layers"]):

@@ -463,9 +463,11 @@ def cka(
         console.print(table)
     if summary["pairs"]:
         pairs = fitted_table("across models: best-match CKA, the mean over MODEL's layers of its highest CKA with any layer of OTHER "
-                             "(appendix H)", ("model", "other"), ("best match",))
+                             "(appendix H), and over MODEL's top third of layers and the rest (Fig 2)", ("model", "other"),
+                             ("best match", "top third", "rest"))
         for pair in summary["pairs"]:
-            pairs.add_row(pair["model"], pair["other"], f"{pair['best_match_cka']:.3f}")
+            pairs.add_row(pair["model"], pair["other"], f"{pair['best_match_cka']:.3f}", f"{pair['best_match_top_third']:.3f}",
+                          _fixed(pair["best_match_rest"]))
         console.print(pairs)
     console.print(f"result: {out / 'result.json'} (summary under metadata.summary)\n"
                   f"figures: {', '.join(str(paths[0]) for paths in figures.values())}")

@@ -29,7 +29,8 @@ def best_match_cka(result: CKAResult, model: str, other: str) -> float:
 def cka_summary(result: CKAResult) -> dict[str, Any]:
     """Per model: mean CKA between distinct layers and between neighbours, and across each block (CKA of the
     blocks before and after it, Fig 8: low where a block's skips were removed); per ordered pair of models: the
-    best-match CKA (:func:`best_match_cka`)."""
+    best-match CKA (:func:`best_match_cka`), also over the model's top third of layers and over the rest (Fig 2:
+    the ViT's top third matches no ResNet layer)."""
     models = {}
     for model in result.models:
         matrix, names, _ = result.block(model)
@@ -45,8 +46,15 @@ def cka_summary(result: CKAResult) -> dict[str, Any]:
                 break
             block += 1
         models[model] = entry
-    pairs = [{"model": model, "other": other, "best_match_cka": _number(best_match_cka(result, model, other))}
-             for model in result.models for other in result.models if other != model]
+    pairs = []
+    for model in result.models:
+        for other in result.models:
+            if other != model:
+                best = result.block(model, other)[0].max(axis=1)  # per layer of model, its best CKA in other
+                top = max(1, len(best) // 3)
+                pairs.append({"model": model, "other": other, "best_match_cka": _number(best.mean()),
+                              "best_match_top_third": _number(best[-top:].mean()),
+                              "best_match_rest": _number(best[:-top].mean()) if len(best) > top else None})
     return {"models": models, "pairs": pairs}
 
 
