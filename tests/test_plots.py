@@ -149,8 +149,8 @@ def test_sublayer_ticks_name_block_and_role_and_block_ticks_keep_numbers(data):
     assert len(labels) == 48 and labels[:8] == ["0.input", "0.norm1", "0.attn", "0.attn_residual", "0.norm2", "0.mlp_hidden", "0.mlp", "0.output"]
     heatmap = figures(result)["cka_vit"]
     shown = _tick_texts(heatmap.axes[0].xaxis)
-    # 48 ticks do not fit in 24: each block shows the same roles, the attention and MLP branches and the output first
-    assert shown == [f"{block}.{role}" for block in range(6) for role in ("input", "attn", "mlp", "output")]
+    # 48 ticks do not fit in 32: each block shows the same roles, the branches, the output and the norms first
+    assert shown == [f"{block}.{role}" for block in range(6) for role in ("norm1", "attn", "norm2", "mlp", "output")]
     assert _tick_texts(heatmap.axes[0].yaxis) == shown
     plt.close(heatmap)
     blocks = layer_similarity([vit], data, n=16, batch_size=16)

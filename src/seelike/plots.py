@@ -133,9 +133,11 @@ def save_figures(results: Result | Sequence[Result], directory: str | Path, name
 
 # -- CKA heatmaps (Fig 1, 2) -------------------------------------------------------------------------
 BLOCK_TICKS = 12  # block-level axes: at most this many ticks
-SUBLAYER_TICKS = 24  # sub-layer axes (e.g. --layers all): at most this many, on a larger figure
-#: roles labelled first when a sub-layer axis has too many layers to label each (then the others, in depth order)
-PREFERRED_ROLES = ("attn", "mlp", "output", "branch", "shortcut")
+SUBLAYER_TICKS = 32  # sub-layer axes (e.g. --layers all): at most this many, on a larger figure
+#: roles labelled first when a sub-layer axis has too many layers to label each; then the others in depth order,
+#: a block's input last (it is the previous block's output)
+PREFERRED_ROLES = ("attn", "mlp", "output", "branch", "shortcut", "norm1", "norm2")
+LAST_ROLES = ("input",)
 
 
 def layer_labels(result: CKAResult, model: str) -> tuple[list[str], list[str | None]]:
@@ -167,7 +169,9 @@ def thinned_ticks(roles: Sequence[str | None], max_ticks: int) -> list[int]:
         return list(range(count))
     if is_sublayer_axis(roles):
         present = [role for role in dict.fromkeys(roles) if role is not None]
-        order = [role for role in PREFERRED_ROLES if role in present] + [role for role in present if role not in PREFERRED_ROLES]
+        order = ([role for role in PREFERRED_ROLES if role in present]
+                 + [role for role in present if role not in PREFERRED_ROLES + LAST_ROLES]
+                 + [role for role in LAST_ROLES if role in present])
         chosen: list[int] = []
         for size in range(1, len(order) + 1):
             keep = set(order[:size])
