@@ -21,6 +21,9 @@ probes             ``probes`` (Fig 11, 13 for one model); *several* or option ``
                    ``probe_comparison`` (Fig 13; options ``readout``, ``regime``, ``labels``)
 data_scale         ``data_scale`` (Fig 12)
 ================== ================================================================================
+
+CKA heatmap ticks: block numbers for block outputs; ``BLOCK.ROLE`` (``3.attn``, ``3.mlp``, ``3.norm1``) for
+sub-layers (``--layers all``), thinned so that every block shows the same roles (:func:`thinned_ticks`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ if TYPE_CHECKING:
     from seelike.results import Result
     from seelike.similarity import CKAResult
 
-__all__ = ["FIGURE_KINDS", "cka_heatmaps", "figure_names", "figures", "save_figures"]
+__all__ = ["FIGURE_KINDS", "cka_heatmaps", "figure_names", "figures", "layer_labels", "save_figures", "thinned_ticks"]
 
 FORMATS = ("png", "svg")
 #: a kind's figures, planned: figure name -> a function that draws it (so a caller that shows a few draws only those)
@@ -105,7 +108,15 @@ def figures(results: Result | Sequence[Result], names: Iterable[str] | None = No
 
     ``names`` picks some of them; ``options`` go to the kind's figures (see the module docstring)."""
     plan = _plan(results, **options)
-    return {name: plan[name]() for name in _select(plan, names)}
+    drawn: dict[str, Figure] = {}
+    try:
+        for name in _select(plan, names):
+            drawn[name] = plan[name]()
+    except BaseException:
+        for figure in drawn.values():  # a figure that fails to draw leaves none of the others open
+            plt.close(figure)
+        raise
+    return drawn
 
 
 def save_figures(results: Result | Sequence[Result], directory: str | Path, names: Iterable[str] | Mapping[str, str] | None = None,
@@ -229,7 +240,7 @@ def _cka_grid(result: CKAResult) -> Figure:
     model j's (x), models labelled on the left and on top, one colour bar for all."""
     models = result.models
     k = len(models)
-    figure, grid = plt.subplots(k, k, figsize=(2.2 * k + 1.2, 2.2 * k), squeeze=False)
+    figure, grid = plt.subplots(k, k, figsize=(2.2 * k + 1.2, 2.2 * k + 0.4), squeeze=False, layout="constrained")
     image = None
     for i, model_a in enumerate(models):
         for j, model_b in enumerate(models):
@@ -250,7 +261,7 @@ def _cka_grid(result: CKAResult) -> Figure:
                 axes.set_title(model_b, fontsize=8)
             axes.tick_params(labelsize=6)
     figure.suptitle(f"layers of each row model (y) against each column model (x) {_cka_title(result)}", fontsize=9)
-    figure.colorbar(image, ax=grid.ravel().tolist(), fraction=0.03, pad=0.02)
+    figure.colorbar(image, ax=grid, shrink=0.6)
     return figure
 
 
