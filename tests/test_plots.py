@@ -128,6 +128,8 @@ def test_cka_command_with_three_models_writes_a_labelled_grid(tmp_path):
     names = result.models
     assert len(names) == 3 and (out / "cka_grid.png").stat().st_size > 1000 and (out / "cka_grid.svg").exists()
     assert len(list(out.glob("cka_*_vs_*.png"))) == 3 and len(list(out.glob("cka_*.png"))) == 3 + 3 + 1
+    text = " ".join(outcome.output.split())
+    assert "heatmaps: 6 in" in text and "all models in one figure:" in text and "cka_grid.png" in text
     grid = figures(result, names=["cka_grid"])["cka_grid"]
     panels, colour_bars = grid.axes[:9], grid.axes[9:]
     assert len(colour_bars) == 1  # one shared scale

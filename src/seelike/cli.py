@@ -406,7 +406,10 @@ def cka(
         off = matrix[~np.eye(len(names), dtype=bool)]
         adjacent = np.diag(matrix, 1)
         console.print(f"  {model}: {len(names)} layers, mean CKA between layers {off.mean():.3f}, between neighbours {adjacent.mean():.3f}")
-    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+    grid = figures.pop("cka_grid", None)
+    heatmaps = [str(paths[0]) for paths in figures.values()]
+    console.print(f"result: {out / 'result.json'}\nheatmaps: " + (", ".join(heatmaps) if len(heatmaps) <= 3 else f"{len(heatmaps)} in {out} (cka_MODEL.png, cka_A_vs_B.png)")
+                  + (f"\nall models in one figure: {grid[0]}" if grid else ""))
 
 
 @app.command()
