@@ -433,7 +433,7 @@ def cka(
 
     Prints per model the mean CKA between layers and across each block, and per pair of models the best-match CKA."""
     from seelike.analyses.layer_similarity import layer_similarity
-    from seelike.plots import heatmap_figures
+    from seelike.plots import save_figures
     from seelike.summaries import cka_summary
 
     out = _prepare_out(out)
@@ -446,7 +446,7 @@ def cka(
     summary = cka_summary(result)
     result = _with_summary(result, summary)
     result.save(out)
-    figures = heatmap_figures(result, out)
+    figures = save_figures(result, out)
     meta = result.metadata
     console.print(f"CKA over {meta['n']} images of {meta['data']} ({meta['split']}), batches of {batch_size}, "
                   f"{len(result.names)} layers, {meta['seconds']:.1f} s")
@@ -469,8 +469,11 @@ def cka(
             pairs.add_row(pair["model"], pair["other"], f"{pair['best_match_cka']:.3f}", f"{pair['best_match_top_third']:.3f}",
                           _fixed(pair["best_match_rest"]))
         console.print(pairs)
-    console.print(f"result: {out / 'result.json'} (summary under metadata.summary)\n"
-                  f"figures: {', '.join(str(paths[0]) for paths in figures.values())}")
+    grid = figures.pop("cka_grid", None)
+    heatmaps = [str(paths[0]) for paths in figures.values()]
+    console.print(f"result: {out / 'result.json'} (summary under metadata.summary)\nheatmaps: "
+                  + (", ".join(heatmaps) if len(heatmaps) <= 3 else f"{len(heatmaps)} in {out} (cka_MODEL.png, cka_A_vs_B.png)")
+                  + (f"\nall models in one figure: {grid[0]}" if grid else ""))
 
 
 def _fixed(value: float | None, digits: int = 3) -> str:
@@ -577,7 +580,7 @@ def skips(
 ) -> None:
     """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (Raghu et al. 2021, Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
-    from seelike.plots import plot_skip_norms, save_figure
+    from seelike.plots import save_figures
     from seelike.summaries import skip_summary
 
     out = _prepare_out(out)
@@ -597,8 +600,8 @@ def skips(
         console.print(table)
         over = "units" if result.structure == "residual" else "blocks, spatial tokens, attention and MLP"
         console.print(f"median over {over}: {result.metadata['summary']['median_spatial_ratio']:.3g}")
-    figure = save_figure(plot_skip_norms(results), out / "skip_norms")
-    console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figure[0]}")
+    figures = save_figures(results, out)
+    console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figures['skip_norms'][0]}")
 
 
 @app.command()
@@ -617,7 +620,7 @@ def localize(
 ) -> None:
     """Spatial localization (Raghu et al. 2021, Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
     from seelike.analyses.localization import parse_positions, spatial_localization
-    from seelike.plots import plot_localization, save_figure
+    from seelike.plots import save_figures
 
     out = _prepare_out(out)
     with _reporting():
@@ -627,14 +630,14 @@ def localize(
         result = _record_data(spatial_localization(loaded, dataset, n=n, batch_size=batch_size,
                                                    layers=",".join(layer) if layer else None, positions=chosen, seed=seed), dataset)
     result.save(out)
-    figure = save_figure(plot_localization(result), out / "localization")
+    figures = save_figures(result, out)
     console.print(f"token vs input-cell CKA, {result.metadata['model']}, {result.metadata['n']} images of {result.metadata['data']}:")
     for index, name in enumerate(result.layers):
         rows, columns = result.grid(name)
         console.print(f"  {name} ({rows}×{columns}): own cell first for {result['share_first'][index]:.0%} of positions, "
                       f"CKA on the diagonal {result['diagonal_mean'][index]:.3f} vs off it {result['off_diagonal_mean'][index]:.3f} "
                       f"(gap {result['diagonal_gap'][index]:.3f})")
-    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figures['localization'][0]}")
 
 
 @app.command()
@@ -658,9 +661,9 @@ def probe(
 
     Ridge regression to ±1 targets; prints each probe's mean over the middle blocks."""
     from seelike.analyses.probes import probe_layers
-    from seelike.summaries import probe_columns, probe_summary
     from seelike.data import holdout_split, shared_images
-    from seelike.plots import plot_probe_comparison, plot_probes, save_figure
+    from seelike.plots import save_figures
+    from seelike.summaries import probe_columns, probe_summary
 
     out = _prepare_out(out)
     results = []
@@ -683,7 +686,7 @@ def probe(
         summary = summaries[result.model] = probe_summary(result)
         result = _with_summary(result, summary)
         result.save(folder)
-        figure = save_figure(plot_probes(result), folder / "probes")
+        figures = save_figures(result, folder)
         meta = result.metadata
         middle = summary["middle_blocks"]
         for regime in ("full", "few_shot"):  # one table per regime: five readouts of both would not fit 80 columns
@@ -699,7 +702,7 @@ def probe(
                           style="bold")
             console.print(table)
         console.print(f"{meta['n_test']} test images of {meta['data']}, {meta['seconds']:.1f} s\n"
-                      f"result: {folder / 'result.json'} (summary under metadata.summary)\nfigure: {figure[0]}")
+                      f"result: {folder / 'result.json'} (summary under metadata.summary)\nfigure: {figures['probes'][0]}")
     if len(results) > 1:
         for regime in ("full", "few_shot"):
             labels = list(dict.fromkeys(label for result in results for _, kind, label in probe_columns(result) if kind == regime))
@@ -713,8 +716,8 @@ def probe(
             console.print(table)
     if len(results) > 1:
         readout = "gap" if all("gap" in r.readouts + r.few_shot_readouts for r in results) else (results[0].readouts + results[0].few_shot_readouts)[0]
-        figure = save_figure(plot_probe_comparison(results, readout=readout), out / "probe_comparison")
-        console.print(f"comparison (Fig 13): {figure[0]}")
+        figures = save_figures(results, out, readout=readout)
+        console.print(f"comparison (Fig 13): {figures['probe_comparison'][0]}")
 
 
 @app.command()
@@ -734,7 +737,7 @@ def datascale(
 ) -> None:
     """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (Raghu et al. 2021, Fig 12)."""
     from seelike.analyses.data_scale import data_scale
-    from seelike.plots import plot_data_scale, save_figure
+    from seelike.plots import save_figures
     from seelike.validation import check_same_architecture
 
     out = _prepare_out(out)
@@ -745,7 +748,7 @@ def datascale(
         result = _record_data(data_scale(loaded[0], loaded[1:-1], loaded[-1], dataset, n=n,
                                          batch_size=batch_size, repeats=repeats, seed=seed), dataset)
     result.save(out)
-    figure = save_figure(plot_data_scale(result), out / "data_scale")
+    figures = save_figures(result, out)
     meta = result.metadata
     columns = []
     for model in [*result.models, meta["baseline"]]:
@@ -761,7 +764,7 @@ def datascale(
     for model in result.models:
         changed = result.changed_blocks(model)
         console.print(f"  {model}: {'blocks ' + ', '.join(map(str, changed)) + ' changed by data scale' if changed else 'no block changed beyond seed variation'}")
-    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figures['data_scale'][0]}")
 
 
 def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
@@ -789,7 +792,7 @@ def attention(
 ) -> None:
     """Mean attention distance and entropy of every head of every block (Raghu et al. 2021, Fig 3-4; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
-    from seelike.plots import attention_distance_figures
+    from seelike.plots import save_figures
     from seelike.summaries import attention_summary
     from seelike.validation import check_blocks, check_vit
 
@@ -804,7 +807,7 @@ def attention(
         summary = attention_summary(result)
         result = _with_summary(result, summary)
     result.save(out)
-    figures = attention_distance_figures(result, out, chosen)
+    figures = save_figures(result, out, blocks=chosen)
     meta = result.metadata
     threshold = LOCAL_FRACTION * result.uniform_distance  # local: relative to uniform attention on this grid, not the image width
     table = fitted_table(f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}",
@@ -844,7 +847,7 @@ def heads(
 ) -> None:
     """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5; docs/methods.md §3)."""
     from seelike.analyses.head_similarity import head_similarity
-    from seelike.plots import head_similarity_figures
+    from seelike.plots import save_figures
     from seelike.validation import check_blocks, check_cnn, check_vit
 
     out = _prepare_out(out)
@@ -859,7 +862,7 @@ def heads(
         result = _record_data(head_similarity(vit_model, cnn_model, dataset, n=n, batch_size=batch_size, seed=seed,
                                               block=block, window=window, cnn_blocks=chosen), dataset)
     result.save(out)
-    figures = head_similarity_figures(result, out)
+    figures = save_figures(result, out)
     meta = result.metadata
     distance = result["head_distance"]
     console.print(f"{meta['vit']} block {meta['block']}: {meta['num_heads']} heads, distances (px) "
@@ -893,7 +896,7 @@ def erf(
 
     Several models are written to OUT/NAME and share one channel averaging, so their radii compare."""
     from seelike.analyses.receptive_field import effective_receptive_fields, resolve_channel_average
-    from seelike.plots import receptive_field_figures
+    from seelike.plots import save_figures
     from seelike.validation import check_blocks
 
     out = _prepare_out(out)
@@ -910,7 +913,7 @@ def erf(
     for model, result in zip(loaded, results):
         directory = out if len(loaded) == 1 else _folder(out, model.name)
         result.save(directory)
-        figures = receptive_field_figures(result, directory)
+        figures = save_figures(result, directory)
         meta = result.metadata
         table = fitted_table(f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
                              f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px",
