@@ -19,6 +19,31 @@ def png(paths: Mapping[str, list[Path]] | list[Path]) -> list[Path]:
     return [path for group in groups for path in group if path.suffix == ".png"]
 
 
+def is_baseline(role: str) -> bool:
+    """Whether a study role names a baseline model: a random-init twin (``random_*``) or a second seed (``*_seed1``)."""
+    return role.startswith("random_") or role.endswith("_seed1")
+
+
+def baseline_names(names: Mapping[str, str]) -> set[str]:
+    """The short names of the baseline models among a step's ``{role: name}``."""
+    return {name for role, name in names.items() if is_baseline(role)}
+
+
+def by_role(written: Mapping[str, list[Path]]) -> tuple[list[Path], list[Path]]:
+    """Figures saved per role, split into those of trained models and those of baseline models."""
+    return ([p for role, paths in written.items() if not is_baseline(role) for p in paths],
+            [p for role, paths in written.items() if is_baseline(role) for p in paths])
+
+
+def split_heatmaps(written: Mapping[str, list[Path]], baselines: set[str]) -> tuple[list[Path], list[Path]]:
+    """CKA heatmap PNGs (keyed ``a`` or ``a_vs_b`` by :func:`~seelike.plots.heatmap_figures`) split into those of
+    trained models only and those that involve a baseline model."""
+    main, baseline = [], []
+    for key, paths in written.items():
+        (baseline if set(key.split("_vs_")) & baselines else main).extend(png(paths))
+    return main, baseline
+
+
 def rounded(values: Any, digits: int = 4) -> Any:
     """A number or an array as JSON numbers (a list for arrays), rounded for reading."""
     array = np.asarray(values, dtype=float)

@@ -14,9 +14,9 @@ import numpy as np
 
 from seelike.plots import heatmap_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, rounded
+from seelike.study.common import CKADraws, baseline_names, block_of, rounded, split_heatmaps
 from seelike.study.engine import Section, StudyStep
-from seelike.study.verdicts import Quantity, judge
+from seelike.study.verdicts import judge
 
 
 def uniformity(result: CKAResult, matrix: np.ndarray, model: str) -> float:
@@ -53,7 +53,7 @@ def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str
 
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    figures = [] if figures_dir is None else ([paths[0] for paths in heatmap_figures(result, figures_dir / "rq1").values()])
+    figures, baseline_figures = ([], []) if figures_dir is None else split_heatmaps(heatmap_figures(result, figures_dir / "rq1"), baseline_names(names))
     draws = CKADraws(result, "rq1")
     numbers = {f"uniformity[{m}]": rounded(uniformity(result, result.matrix, m)) for m in result.models}
     trained, random = _pairs(result, names, "vit", "resnet"), _pairs(result, names, "random_vit", "random_resnet")
@@ -98,7 +98,7 @@ def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | Non
             "mean best CKA against any ResNet layer: the other ViT layers' minus the top third's > 2 SE",
             f"{top_best:.3f} (top third) vs {rest_best:.3f} (rest)", quantity(top, trained), quantity(top, random),
             baseline_measured=f"{base[0]:.3f} vs {base[1]:.3f}" if base else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text=f"Minibatch CKA (unbiased HSIC) between block outputs, n={result.metadata.get('n')}, batch {result.metadata.get('batch_size')}.")
 
 

@@ -16,7 +16,7 @@ from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS,
 from seelike.plots import heatmap_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, bootstrap_quantity, png, rounded
+from seelike.study.common import CKADraws, baseline_names, bootstrap_quantity, by_role, is_baseline, png, rounded, split_heatmaps
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -42,7 +42,8 @@ def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_di
     from seelike.plots import attention_distance_figures
 
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() for p in png(attention_distance_figures(r, figures_dir / "rq2" / f"attention_{names[role]}"))])
+    written = {} if figures_dir is None else {role: png(attention_distance_figures(r, figures_dir / "rq2" / f"attention_{names[role]}")) for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"mean_distance_px[{names[role]}]"] = rounded(r.distance.mean(axis=1), 3)
@@ -74,8 +75,8 @@ def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_di
             f"local heads: first {r.local_share()[0]:.0%}, last {r.local_share()[-1]:.0%}; first-block heads {heads_text(r, 0)}",
             mix(r), mix(random) if random else None,
             baseline_measured=f"local heads: first {random.local_share()[0]:.0%}, last {random.local_share()[-1]:.0%}" if random else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Mean attention distance per head (PAPER.md §2): prefix tokens dropped as queries and keys, not renormalised; "
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="Mean attention distance per head (Raghu et al. 2021, §5.1): prefix tokens dropped as queries and keys, not renormalised; "
                         "the attention mass on prefix tokens beside each head. Uncertainty: bootstrap over images.")
 
 
@@ -94,8 +95,8 @@ def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figu
     from seelike.plots import receptive_field_figures
 
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(receptive_field_figures(r, figures_dir / "rq2" / f"erf_{names[role]}"))])
+    written = {} if figures_dir is None else {role: png(receptive_field_figures(r, figures_dir / "rq2" / f"erf_{names[role]}")) for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for key in ("radius_50", "radius_90", "outside_patch"):
@@ -151,9 +152,9 @@ def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figu
             growth(cnn), growth(rc) if rc is not None else None,
             baseline_measured=f"radii {', '.join(f'{x:.1f}' for x in rc['radius_50'][first_block(rc):])} px" if rc is not None else ""))
     channel = next(iter(results.values())).metadata.get("channel_average")
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text=f"Effective receptive fields |∂y_c(centre)/∂x| after the residual add, channels averaged by one estimator for every model "
-                        f"({channel}), patch embedding first, normalised to [0, 1] (PAPER.md §4). Uncertainty: bootstrap over the images.")
+                        f"({channel}), patch embedding first, normalised to [0, 1] (Raghu et al. 2021, §5.3). Uncertainty: bootstrap over the images.")
 
 
 # -- Fig 7: skip connections -------------------------------------------------------------------------------
@@ -185,8 +186,10 @@ def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: P
     from seelike.plots import plot_skip_norms, save_figure
 
     results = bundle.unbundle()
-    trained = [r for role, r in results.items() if not role.startswith("random")]
+    trained = [r for role, r in results.items() if not is_baseline(role)]
+    random = [r for role, r in results.items() if is_baseline(role)]
     figures = [] if figures_dir is None else (png(save_figure(plot_skip_norms(trained), figures_dir / "rq2" / "skip_norms")))
+    baseline_figures = [] if figures_dir is None or not random else png(save_figure(plot_skip_norms(random), figures_dir / "rq2" / "skip_norms_baselines"))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
@@ -209,8 +212,8 @@ def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: P
                 "mean log(CLS ratio / spatial ratio) of the MLP skips, first half of the blocks minus the second half > 2 SE",
                 f"{phase_change(results['vit']).value:.2f}", phase_change(results["vit"]), phase_change(random) if random else None,
                 baseline_measured=f"{phase_change(random).value:.2f}" if random else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Ratio of the norms of the skip path and the branch per block (PAPER.md §5); CLS = token 0, spatial = mean over the rest. "
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="Ratio of the norms of the skip path and the branch per block (Raghu et al. 2021, §6); CLS = token 0, spatial = mean over the rest. "
                         "Uncertainty: bootstrap over images.")
 
 
@@ -250,7 +253,7 @@ def head_similarity_section(bundle: ResultBundle, names: Mapping[str, str], figu
         spearman_quantity(result, "vit"), spearman_quantity(random, "random") if random is not None else None,
         baseline_measured=f"Spearman {np.nanmean(random['spearman']):.2f}" if random is not None else "", degenerate=degenerate)]
     return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (PAPER.md §3).")
+                   text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (Raghu et al. 2021, §5.2).")
 
 
 # -- Fig 8: no skips --------------------------------------------------------------------------------------
@@ -262,7 +265,8 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
     from seelike.models.zoo import manifests
 
     seed = names.get("vit_seed1")
-    figures = [] if figures_dir is None else ([paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key and key != seed])
+    written = {} if figures_dir is None else {key: paths for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key}
+    figures, baseline_figures = split_heatmaps(written, baseline_names(names))
     draws = CKADraws(result, "rq2_no_skip")
     shipped = manifests()
     numbers: dict[str, Any] = {}
@@ -291,8 +295,8 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
         spec_names = {role_: names[role_] for role_ in ("vit", role, "vit_seed1") if role_ in names}
         if all(n in shipped for n in (spec_names.get("vit"), spec_names.get(role))):
             findings.append(accuracy_cost(shipped, spec_names["vit"], spec_names[role], spec_names.get("vit_seed1"), block))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="ViTs trained with both skip connections of one block removed (PAPER.md §5, Fig 8).")
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="ViTs trained with both skip connections of one block removed (Raghu et al. 2021, §6, Fig. 8).")
 
 
 def _neighbour(result: CKAResult, matrix: np.ndarray, model: str, block: int) -> float:

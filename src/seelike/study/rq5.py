@@ -14,7 +14,7 @@ import numpy as np
 
 from seelike.plots import heatmap_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, rounded
+from seelike.study.common import CKADraws, baseline_names, block_of, rounded, split_heatmaps
 from seelike.study.engine import Section, StudyStep
 from seelike.study.rq1 import uniformity
 from seelike.study.verdicts import judge
@@ -27,8 +27,9 @@ def best_match_cka(result: CKAResult, matrix: np.ndarray, model: str, other: str
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     mixer, vit, cnn, random = (names.get(role) for role in ("mixer", "vit", "resnet", "random_mixer"))
-    figures = [] if figures_dir is None else ([paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq5").items()
-               if mixer in key.split("_vs_") and (random is None or random not in key.split("_vs_"))])
+    written = {} if figures_dir is None else {key: paths for key, paths in heatmap_figures(result, figures_dir / "rq5").items()
+                                              if {mixer, random} & set(key.split("_vs_"))}
+    figures, baseline_figures = split_heatmaps(written, baseline_names(names))
     numbers: dict[str, Any] = {}
     findings = []
     if {mixer, vit, cnn} <= set(result.models):
@@ -50,7 +51,7 @@ def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | Non
             f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", closer_to_vit(mixer), closer_to_vit(random) if has_random else None,
             baseline_measured=(f"random-init Mixer: {numbers['random_mixer_best_cka_vs_vit']:.3f} vs {numbers['random_mixer_best_cka_vs_resnet']:.3f}"
                                if has_random else "")))
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text="Mixer, ViT and ResNet in one pass of the CKA engine (one forward pass per model per batch).")
 
 
