@@ -2,7 +2,8 @@
 
 * A study folder (``results.json``) gives two tables: ``findings`` (one row per finding: step,
   question, claim, rule, measured, value, se, baseline, baseline_se, baseline_kind, threshold,
-  margin, verdict, why) and ``numbers`` (one row per step × model × quantity × index: the numbers of
+  margin, verdict, why, and non_finite: the fields left empty because they are NaN or ±inf, such as
+  "value=-inf") and ``numbers`` (one row per step × model × quantity × index: the numbers of
   each section, labelled and with units; lists of names such as layer lists are left out).
 * A result folder (``result.json`` + ``result.npz``, as every analysis command writes) gives one table
   ``result``: one row per model × layer × quantity × index, from every array of the result except
@@ -28,7 +29,8 @@ from seelike.errors import InvalidInputError, ResultSchemaError
 from seelike.results import METADATA_FILE, Result, ResultBundle, load_result
 
 FINDING_COLUMNS = ("step", "question", "claim", "rule", "measured", "value", "se", "baseline", "baseline_se",
-                   "baseline_kind", "threshold", "margin", "verdict", "why")
+                   "baseline_kind", "threshold", "margin", "verdict", "why", "non_finite")
+_FINDING_FIELDS = {"trained": "value", "trained_se": "se"}  # a finding's field -> its export column where they differ
 NUMBER_COLUMNS = ("step", "question", "model", "quantity", "label", "unit", "index", "value")
 RESULT_COLUMNS = ("model", "layer", "quantity", "index", "value")
 FORMATS = ("csv", "parquet")
@@ -47,7 +49,8 @@ def study_tables(document: Mapping[str, Any]) -> dict[str, Rows]:
             findings.append({"step": name, "question": step["question"], "claim": f["claim"], "rule": f["rule"], "measured": f["measured"],
                              "value": f.get("trained"), "se": f.get("trained_se"), "baseline": f.get("baseline"), "baseline_se": f.get("baseline_se"),
                              "baseline_kind": f.get("baseline_kind", ""), "threshold": f.get("threshold"), "margin": f.get("margin"),
-                             "verdict": f["verdict"], "why": f.get("why", "")})
+                             "verdict": f["verdict"], "why": f.get("why", ""),
+                             "non_finite": "; ".join(f"{_FINDING_FIELDS.get(k, k)}={v}" for k, v in f.get("non_finite", {}).items())})
         labels = step.get("labels", {})
         for key, value in step.get("numbers", {}).items():
             label = labels.get(key, {})

@@ -84,6 +84,12 @@ def paper_link(document: Mapping[str, Any], question: str | None = None) -> str:
     return f"<a class='paper' href='{_escape(paper['url'])}'>{_escape(text)}</a>"
 
 
+def _field(finding: Mapping[str, Any], name: str) -> Any:
+    """A finding's number; for one that is null in JSON (NaN or ±inf) the text ``non_finite`` keeps ("-inf")."""
+    value = finding.get(name)
+    return value if value is not None else finding.get("non_finite", {}).get(name)
+
+
 def _findings_table(rows: list[tuple[str, str, Mapping[str, Any]]]) -> str:
     """Findings as ``(step name, step title, finding)``; the step cell links to the step's section."""
     if not rows:
@@ -91,13 +97,13 @@ def _findings_table(rows: list[tuple[str, str, Mapping[str, Any]]]) -> str:
     lines = ["<table class='findings'><tr><th>step</th><th>paper's claim</th><th>rule</th><th>measured (trained)</th>"
              "<th>statistic ± SE</th><th>baseline (same rule)</th><th>margin</th><th>verdict</th></tr>"]
     for step, title, f in rows:
-        baseline = f"{_escape(f.get('baseline_kind', ''))}: {_escape(f.get('baseline_measured', ''))} → {_escape(_estimate(f.get('baseline'), f.get('baseline_se')))}" \
-            if f.get("baseline") is not None else "no baseline measured"
+        baseline = f"{_escape(f.get('baseline_kind', ''))}: {_escape(f.get('baseline_measured', ''))} → {_escape(_estimate(_field(f, 'baseline'), _field(f, 'baseline_se')))}" \
+            if _field(f, 'baseline') is not None else "no baseline measured"
         why = f"<div class='muted'>{_escape(f['why'])}</div>" if f.get("why") else ""
         lines.append(
             f"<tr><td><a href='#{_escape(step)}'>{_escape(title)}</a></td><td>{_escape(f['claim'])}</td><td>{_escape(f['rule'])}</td><td>{_escape(f['measured'])}</td>"
-            f"<td>{_escape(_estimate(f.get('trained'), f.get('trained_se')))}</td><td>{baseline}</td>"
-            f"<td>{_escape(number_text(f.get('margin')))}</td>"
+            f"<td>{_escape(_estimate(_field(f, 'trained'), _field(f, 'trained_se')))}</td><td>{baseline}</td>"
+            f"<td>{_escape(number_text(_field(f, 'margin')))}</td>"
             f"<td class='{_verdict_class(f['verdict'])}'><span class='verdict'>{_escape(f['verdict'])}</span>{why}</td></tr>"
         )
     lines.append("</table>")

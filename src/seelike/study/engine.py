@@ -371,9 +371,9 @@ def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, e
       (:mod:`seelike.study.labels`);
     * ``findings``: a list of every field of :class:`~seelike.study.verdicts.Finding` (claim, rule,
       measured, verdict, trained, trained_se, baseline, baseline_se, baseline_kind, baseline_measured,
-      threshold, margin, why). A ``null`` statistic is undefined (NaN: the verdict says "not measured")
-      or infinite (e.g. a skip ratio over a branch that is exactly zero: ``measured`` shows ``inf``,
-      and the verdict was judged on the infinite value).
+      threshold, margin, why) and ``non_finite``: {field: "nan" | "inf" | "-inf"} for the fields that are
+      ``null`` because they are undefined (NaN: the verdict says "not measured") or infinite (e.g. a
+      skip ratio over a branch that is exactly zero; the verdict was judged on the infinite value).
     """
     from seelike.study.labels import PAPER_CITATION, PAPER_SECTIONS, PAPER_TITLE, PAPER_URL
     from seelike.study.verdicts import VERDICTS
@@ -412,8 +412,14 @@ def _step_document(outcome: StepOutcome) -> dict[str, Any]:
         "numbers": section.numbers,
         "labels": {key: {"quantity": d.quantity, "arguments": d.arguments, "subject": d.subject, "label": d.label, "unit": d.unit}
                    for key, d in labels.items()},
-        "findings": [asdict(f) for f in section.findings],
+        "findings": [_finding_document(f) for f in section.findings],
     }
+
+
+def _finding_document(finding: Finding) -> dict[str, Any]:
+    """A finding's fields, plus ``non_finite``: the fields that are NaN or ±inf (null in JSON) by name, as text."""
+    fields = asdict(finding)
+    return {**fields, "non_finite": {key: str(value) for key, value in fields.items() if isinstance(value, float) and not math.isfinite(value)}}
 
 
 def _png_size(path: Path) -> dict[str, int | None]:
