@@ -362,18 +362,20 @@ def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, e
     * ``questions``: {RQ: question}; ``paper``: {citation, title, url, sections: {RQ: "§4, Fig. 1, 2"}};
     * ``steps``: {name: step}, each with ``question``, ``title``, ``analysis``, ``models`` {role: spec},
       ``baselines`` {role: what it is}, ``status`` (ok, cached, error, skipped), ``seconds``, ``error``,
-      ``note``, ``cache`` (its result folder, readable with :func:`seelike.results.load_result`), ``text``;
-    * ``figures``: a list of {path (relative to the report folder), baseline (true: involves a baseline
-      model), width, height (pixels; null when unknown)};
-    * ``numbers``: {key: number, list of numbers (per block or per layer) or list of names}; ``null``
-      where a value is undefined (NaN) or infinite;
-    * ``labels``: {key: {quantity, arguments, subject, label, unit}} for every key of ``numbers``
-      (:mod:`seelike.study.labels`);
-    * ``findings``: a list of every field of :class:`~seelike.study.verdicts.Finding` (claim, rule,
-      measured, verdict, trained, trained_se, baseline, baseline_se, baseline_kind, baseline_measured,
-      threshold, margin, why) and ``non_finite``: {field: "nan" | "inf" | "-inf"} for the fields that are
-      ``null`` because they are undefined (NaN: the verdict says "not measured") or infinite (e.g. a
-      skip ratio over a branch that is exactly zero; the verdict was judged on the infinite value).
+      ``note``, ``cache`` (its result folder, readable with :func:`seelike.results.load_result`), ``text``, and
+
+      - ``figures``: a list of {path (relative to the report folder), baseline (true: involves a
+        baseline model), width, height (pixels; null when unknown)};
+      - ``numbers``: {key: number, list of numbers (per block or per layer) or list of names};
+        ``null`` where a value is undefined (NaN) or infinite;
+      - ``labels``: {key: {quantity, arguments, subject, label, unit}} for every key of ``numbers``
+        (:mod:`seelike.study.labels`);
+      - ``findings``: a list of every field of :class:`~seelike.study.verdicts.Finding` (claim, rule,
+        measured, verdict, trained, trained_se, baseline, baseline_se, baseline_kind,
+        baseline_measured, threshold, margin, why) and ``non_finite``: {field: "nan" | "inf" | "-inf"}
+        for the fields that are ``null`` because they are undefined (NaN: the verdict says "not
+        measured") or infinite (e.g. a skip ratio over a branch that is exactly zero; the verdict was
+        judged on the infinite value).
     """
     from seelike.study.labels import PAPER_CITATION, PAPER_SECTIONS, PAPER_TITLE, PAPER_URL
     from seelike.study.verdicts import VERDICTS

@@ -31,7 +31,7 @@ ACCURACY = "accuracy (0–1)"
 LABELS: dict[str, tuple[str, str]] = {
     # RQ1, RQ5: CKA between layers (Fig 1, 2; appendix)
     "uniformity": ("Mean CKA between distinct layers of one model (uniformity)", "CKA"),
-    "best_match_vit_depth": ("Relative ViT depth of the best-matching ViT layer, mean over", "depth (0 = first, 1 = last)"),
+    "best_match_vit_depth": ("Relative depth of the best-matching ViT layer, mean over the ResNet layers in the", "depth (0 = first, 1 = last)"),
     "top_third_vit_best_cka": ("Best CKA against any ResNet layer, mean over the top third of ViT layers", "CKA"),
     "lower_vit_best_cka": ("Best CKA against any ResNet layer, mean over the ViT layers below the top third", "CKA"),
     "mixer_best_cka_vs_vit": ("Best CKA of each Mixer block against any ViT block, mean over Mixer blocks", "CKA"),

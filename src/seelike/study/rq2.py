@@ -187,9 +187,9 @@ def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: P
 
     results = bundle.unbundle()
     trained = [r for role, r in results.items() if not is_baseline(role)]
-    random = [r for role, r in results.items() if is_baseline(role)]
+    baselines = [r for role, r in results.items() if is_baseline(role)]
     figures = [] if figures_dir is None else (png(save_figure(plot_skip_norms(trained), figures_dir / "rq2" / "skip_norms")))
-    baseline_figures = [] if figures_dir is None or not random else png(save_figure(plot_skip_norms(random), figures_dir / "rq2" / "skip_norms_baselines"))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_figure(plot_skip_norms(baselines), figures_dir / "rq2" / "skip_norms_baselines"))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
