@@ -256,6 +256,20 @@ def test_parquet_without_pandas_says_what_to_install(cka_dir, tmp_path):
     assert outcome.exit_code == 2 and "pip install" in outcome.output and "Traceback" not in outcome.output
 
 
+def test_export_of_a_folder_of_results_gives_one_table_each(study_dir, tmp_path):
+    """Commands with several models write OUT/NAME per model; the study's cache is such a folder too."""
+    outcome = CliRunner().invoke(app, ["export", str(study_dir / "cache"), "--out", str(tmp_path)])
+    assert outcome.exit_code == 0, outcome.output
+    entries = sorted(path.parent.name for path in (study_dir / "cache").glob("*/result.json"))
+    assert sorted(path.stem for path in tmp_path.glob("*.csv")) == [f"result_{name}" for name in entries]
+    attention = next(name for name in entries if name.startswith("rq2_attention_distance"))
+    rows = _read_csv(tmp_path / f"result_{attention}.csv")
+    vit = load_result(study_dir / "cache" / attention).unbundle()["vit"]
+    distance = [r for r in rows if r["model"] == vit.metadata["model"] and r["quantity"] == "distance"]
+    assert len(distance) == vit["distance"].size and float(distance[-1]["value"]) == float(vit["distance"][-1, -1])
+    assert distance[0]["layer"] == str(vit.metadata["layers"][0]) and not any(r["quantity"].endswith("_bootstrap") for r in rows)
+
+
 def test_export_refuses_a_folder_without_seelike_output(tmp_path):
     outcome = CliRunner().invoke(app, ["export", str(tmp_path)])
     assert outcome.exit_code == 2 and "results.json" in outcome.output
