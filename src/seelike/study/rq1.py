@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_names, block_of, rounded, split_heatmaps
+from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import judge
 
@@ -53,7 +53,9 @@ def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str
 
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    figures, baseline_figures = ([], []) if figures_dir is None else split_heatmaps(heatmap_figures(result, figures_dir / "rq1"), baseline_names(names))
+    baseline = baseline_heatmaps(result, names)
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq1", names=list(cka_heatmaps(result)))
+    figures, baseline_figures = split_saved(saved, baseline)
     draws = CKADraws(result, "rq1")
     numbers = {f"uniformity[{m}]": rounded(uniformity(result, result.matrix, m)) for m in result.models}
     trained, random = _pairs(result, names, "vit", "resnet"), _pairs(result, names, "random_vit", "random_resnet")

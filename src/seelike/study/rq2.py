@@ -13,10 +13,10 @@ from typing import Any, Callable
 import numpy as np
 
 from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, uniform_attention_distance
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_names, bootstrap_quantity, by_role, is_baseline, png, rounded, split_heatmaps
+from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, by_role, is_baseline, png, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -39,10 +39,8 @@ def heads_text(result: Any, block: int) -> str:
 
 
 def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import attention_distance_figures
-
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(attention_distance_figures(r, figures_dir / "rq2" / f"attention_{names[role]}")) for role, r in results.items()}
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"attention_{names[role]}")) for role, r in results.items()}
     figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
@@ -92,10 +90,8 @@ def first_block(result: Any) -> int:
 
 
 def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import receptive_field_figures
-
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(receptive_field_figures(r, figures_dir / "rq2" / f"erf_{names[role]}")) for role, r in results.items()}
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"erf_{names[role]}")) for role, r in results.items()}
     figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
@@ -183,13 +179,11 @@ def phase_change(result: Any) -> Quantity:
 
 
 def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_skip_norms, save_figure
-
     results = bundle.unbundle()
     trained = [r for role, r in results.items() if not is_baseline(role)]
     baselines = [r for role, r in results.items() if is_baseline(role)]
-    figures = [] if figures_dir is None else (png(save_figure(plot_skip_norms(trained), figures_dir / "rq2" / "skip_norms")))
-    baseline_figures = [] if figures_dir is None or not baselines else png(save_figure(plot_skip_norms(baselines), figures_dir / "rq2" / "skip_norms_baselines"))
+    figures = [] if figures_dir is None else png(save_figures(trained, figures_dir / "rq2"))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_figures(baselines, figures_dir / "rq2", names={"skip_norms": "skip_norms_baselines"}))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
@@ -227,11 +221,9 @@ def spearman_quantity(result: Any, key: str) -> Quantity:
 
 
 def head_similarity_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import head_similarity_figures
-
     results = bundle.unbundle()
     result = results["vit"]
-    figures = [] if figures_dir is None else (png(head_similarity_figures(result, figures_dir / "rq2" / "heads")))
+    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq2" / "heads"))
     numbers = {"spearman[windows]": rounded(result["spearman"], 3), "spearman[single heads]": rounded(result["spearman_single_heads"], 3),
                "head_distance_px": rounded(result["head_distance"], 3)}
     heads, distance = len(result["head_distance"]), np.asarray(result["head_distance"])
@@ -265,8 +257,9 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
     from seelike.models.zoo import manifests
 
     seed = names.get("vit_seed1")
-    written = {} if figures_dir is None else {key: paths for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key}
-    figures, baseline_figures = split_heatmaps(written, baseline_names(names))
+    shown = [name for name, (model, other) in cka_heatmaps(result).items() if other is None]
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq2" / "noskip", names=shown)
+    figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     draws = CKADraws(result, "rq2_no_skip")
     shipped = manifests()
     numbers: dict[str, Any] = {}

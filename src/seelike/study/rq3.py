@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.study.common import by_role, png, rounded
 from seelike.study.engine import Section, StudyStep
@@ -35,10 +36,8 @@ def gap_quantity(result: Any, key: str, layer: int = 0) -> Quantity:
 
 
 def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_localization, save_figure
-
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figure(plot_localization(r), figures_dir / "rq3" / f"localization_{names[role]}"))
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"localization": f"localization_{names[role]}"}))
                                               for role, r in results.items()}
     figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
@@ -99,10 +98,8 @@ def first_token_catch_up(result: Any, key: str) -> Quantity:
 
 
 def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_probes, save_figure
-
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figure(plot_probes(r), figures_dir / "rq3" / f"probes_{names[role]}"))
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"probes": f"probes_{names[role]}"}))
                                               for role, r in results.items()}
     figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}

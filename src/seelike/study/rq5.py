@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_names, block_of, rounded, split_heatmaps
+from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.rq1 import uniformity
 from seelike.study.verdicts import judge
@@ -27,9 +27,10 @@ def best_match_cka(result: CKAResult, matrix: np.ndarray, model: str, other: str
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     mixer, vit, cnn, random = (names.get(role) for role in ("mixer", "vit", "resnet", "random_mixer"))
-    written = {} if figures_dir is None else {key: paths for key, paths in heatmap_figures(result, figures_dir / "rq5").items()
-                                              if {mixer, random} & set(key.split("_vs_"))}
-    figures, baseline_figures = split_heatmaps(written, baseline_names(names))
+    mixers = {name for name in (mixer, random) if name}
+    shown = [name for name, pair in cka_heatmaps(result).items() if mixers & set(pair)]
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq5", names=shown)
+    figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     numbers: dict[str, Any] = {}
     findings = []
     if {mixer, vit, cnn} <= set(result.models):
