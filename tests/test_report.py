@@ -86,8 +86,10 @@ def test_report_navigates_in_headless_chromium(study_dir):
         assert len(rows) == sum(document["summary"].values()) and set(rows) <= set(document["steps"])
 
         folded = driver.execute_script("return Array.from(document.querySelectorAll('details.baselines img')).map(i => i.getAttribute('src'))")
+        folded = [unquote(src) for src in folded]
         shown = driver.execute_script("return Array.from(document.querySelectorAll('img')).filter(i => !i.closest('details'))"
                                       ".map(i => [i.getAttribute('src'), i.getBoundingClientRect().width])")
+        shown = [(unquote(src), width) for src, width in shown]
         figures = [f for step in document["steps"].values() for f in step["figures"]]
         assert sorted(folded) == sorted(f["path"] for f in figures if f["baseline"]) and folded
         assert sorted(src for src, _ in shown) == sorted(f["path"] for f in figures if not f["baseline"])

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from seelike.errors import ResultSchemaError
 from seelike.results import atomic_write_text
@@ -131,7 +132,8 @@ def _figures(figures: Sequence[Mapping[str, Any]]) -> str:
         path, width, height = figure["path"], figure.get("width"), figure.get("height")
         wide = " wide" if width and height and width / height > WIDE else ""
         limit = f" style='max-width:{int(width)}px'" if width else ""
-        items.append(f"<figure class='figure{wide}'{limit}><a href='{_escape(path)}'><img src='{_escape(path)}' alt='{_escape(Path(path).stem)}'></a>"
+        url = _escape(quote(path, safe="/"))  # a model name may hold '?', '#' or '%', which a URL reads otherwise
+        items.append(f"<figure class='figure{wide}'{limit}><a href='{url}'><img src='{url}' alt='{_escape(Path(path).stem)}'></a>"
                      f"<figcaption>{_escape(Path(path).with_suffix('').as_posix().removeprefix('figures/'))}</figcaption></figure>")
     return f"<div class='figures'>{''.join(items)}</div>"
 
