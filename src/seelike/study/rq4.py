@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from seelike.analyses.probes import middle_blocks
 from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
@@ -84,9 +85,7 @@ def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], f
 
 
 # -- Fig 13: few-shot probes ------------------------------------------------------------------------------------
-def middle_slice(blocks: int) -> slice:
-    """The middle half of the blocks (Fig 13's intermediate layers)."""
-    return slice(blocks // 4, max(blocks // 4 + 1, 3 * blocks // 4))
+middle_slice = middle_blocks  # the middle half of the blocks (Fig 13's intermediate layers), as `seelike probe` prints it
 
 
 def middle_accuracy(result: Any, key: str) -> Quantity:
