@@ -943,3 +943,23 @@ def erf(
             table.add_row(name, f"{r50:.1f} ± {s50:.1f}", f"{r90:.1f} ± {s90:.1f}")
         console.print(table)
         console.print(f"result: {directory / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a `seelike study` folder (with results.json) or an analysis command's --out folder")],
+    table_format: Annotated[str, typer.Option("--format", help="csv (no extra packages) | parquet (needs pandas and pyarrow)")] = "csv",
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for the tables (default: RUN_DIR/tables)")] = None,
+) -> None:
+    """Tidy tables for pandas, R or a spreadsheet: a study's findings and numbers, or one result per model × layer × quantity."""
+    from seelike.export import tables_of, write_tables
+
+    if not run_dir.is_dir():
+        _fail(InvalidInputError(f"{run_dir} is not a folder; give a study's --out folder or an analysis command's"))
+    tables = tables_of(run_dir)
+    try:
+        written = write_tables(tables, out or run_dir / "tables", table_format)
+    except OSError as error:
+        _fail(OutputError(f"could not write the tables into {out or run_dir / 'tables'}: {error.strerror or error}; choose another --out"))
+    for path, rows in zip(written, tables.values()):
+        console.print(f"{path} ({len(rows)} rows)")

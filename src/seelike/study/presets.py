@@ -76,7 +76,7 @@ def dry_run_spec(spec: str) -> str:
 
 
 def build_steps(models: Mapping[str, str], given: Mapping[str, str] | None = None, preset: str = "") -> list[StudyStep]:
-    """The study's steps over the models named per role (PAPER.md: RQ1-RQ5), each planned to run or skipped.
+    """The study's steps over the models named per role (research questions RQ1-RQ5 of Raghu et al. 2021), each planned to run or skipped.
 
     ``given``: the roles ``--models`` replaced or added (role → spec); a step whose twins
     (cohorts) mix given and preset models is skipped, as is a step missing a role it needs.
