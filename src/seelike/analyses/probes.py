@@ -34,7 +34,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -113,6 +113,7 @@ class RidgeProbe(SummedState):
         self.add_state("target_sum")  # ΣY [C]
         self.add_state("count", torch.zeros((), dtype=torch.int64))
         self._solution: _Solution | None = None
+        self._solved_sums: tuple[Tensor | None, ...] = ()  # the state tensors the solution was computed from
         self._single_lambda = False
 
     @property
@@ -185,12 +186,19 @@ class RidgeProbe(SummedState):
         values = [float(lambdas)] if self._single_lambda else [float(v) for v in lambdas]
         if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
             raise InvalidInputError(f"lambdas must be positive finite numbers, got {lambdas!r}")
+        sums = tuple(self.state(name) for name in ("sum", "gram", "cross", "target_sum", "count"))
+        if self._solution is not None and all(a is b for a, b in zip(sums, self._solved_sums)):
+            # the same sums as the last fit (every SummedState operation replaces a state tensor, never changes
+            # it in place): only λ differs, so the eigendecomposition is reused (choosing λ refits many times)
+            self._solution = replace(self._solution, lambdas=torch.tensor(values, dtype=torch.float64, device=self._solution.mean.device))
+            return self
         mean, scale, zz, zy = self.standardised_normal_equations()
         eigenvalues, eigenvectors = torch.linalg.eigh(zz)
         self._solution = _Solution(
             mean, scale, eigenvalues.clamp_min(0), eigenvectors, eigenvectors.transpose(1, 2) @ zy,
             self.state("target_sum") / self.n, torch.tensor(values, dtype=torch.float64, device=mean.device),
         )
+        self._solved_sums = sums
         return self
 
     @property
@@ -270,6 +278,24 @@ def _choose_lambda(score: Callable[[list[float]], Tensor], lambdas: Sequence[flo
         grid = wider
         best = _best_lambda(score(grid), grid)
     return grid, best
+
+
+def reachable_lambdas(lambdas: Sequence[float], widenings: int = MAX_WIDENINGS) -> list[float]:
+    """Every λ that :func:`_choose_lambda` can reach from ``lambdas``: ``widenings`` decades beyond each edge,
+    computed as :func:`widen_lambdas` computes them (so the same floats)."""
+    grid = list(lambdas)
+    for _ in range(widenings if len(grid) >= 2 else 0):
+        grid = [grid[0] / 10, *grid, grid[-1] * 10]
+    return grid
+
+
+def _looked_up(reach: Sequence[float], accuracy: Tensor) -> Callable[[list[float]], Tensor]:
+    """A ``score`` for :func:`_choose_lambda` from accuracy already computed for every λ of ``reach``.
+
+    A probe's outputs at one λ depend on its sums and that λ alone, so scoring every reachable λ at once
+    gives the numbers a refit per widening gives, without streaming the images again."""
+    position = {value: i for i, value in enumerate(reach)}
+    return lambda grid: accuracy[[position[value] for value in grid]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,6 +567,7 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
     kept = {name: values[rows] for name, values in kept.arrays.items()}
     all_labels = torch.from_numpy(kept["labels"])
     probes, chosen = {}, np.zeros((len(readouts), model.num_blocks, samples))
+    reach = reachable_lambdas(lambdas, widenings)
     for s, (train, validation) in enumerate(draws):
         train_rows, validation_rows = torch.searchsorted(drawn, train), torch.searchsorted(drawn, validation)
         for r, readout in enumerate(readouts):
@@ -549,10 +576,8 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
                 probe = RidgeProbe(train_set.num_classes)
                 probe.update(x[train_rows], all_labels[train_rows])
 
-                def score(grid: list[float], probe: RidgeProbe = probe, x: Tensor = x) -> Tensor:
-                    return probe.fit(grid).correct(x[validation_rows], all_labels[validation_rows])[:, 0]
-
-                grid, best = _choose_lambda(score, lambdas, widenings)  # widened while the choice sits at an edge
+                accuracy = probe.fit(reach).correct(x[validation_rows], all_labels[validation_rows])[:, 0]
+                grid, best = _choose_lambda(_looked_up(reach, accuracy), lambdas, widenings)  # widened while at an edge
                 probes[readout, b, s] = probe.fit(grid[best])
                 chosen[r, b, s] = grid[best]
     return probes, chosen
@@ -564,35 +589,24 @@ def _fit_full(model: Model, train_set: ImageDataset, readouts: Sequence[str], or
     """Full-data probes: fit on ``order`` minus its last ``n_validation``, choose λ on those, refit on all.
 
     Returns the refitted probes, validation accuracy and chosen λ [R, B] (token probes: accuracy
-    averaged over positions, one λ per block). The held-out pass scores the first fit and adds the
-    held-out images to the sums in the same forward pass."""
+    averaged over positions, one λ per block). The held-out pass scores the first fit at every λ the
+    widening can reach and adds the held-out images to the sums in the same forward pass: two passes in all."""
     fitting, held_out = torch.sort(order[:-n_validation]).values, torch.sort(order[-n_validation:]).values
     _warn_memory(model, model.block_layers(), readouts, train_set.num_classes)
     statistics = ProbeStatistics(model, readouts, train_set.num_classes)
     run([statistics], train_set, batch_size=batch_size, indices=fitting, progress=progress)
     probes = statistics.probes
+    reach = reachable_lambdas(lambdas, widenings)
     for probe in probes.values():
-        probe.fit(lambdas)
+        probe.fit(reach)
     scores = ProbeScores(model, {(r, b, -1): probe for (r, b), probe in probes.items()})
     run([scores, statistics], train_set, batch_size=batch_size, indices=held_out, progress=progress)  # sums: every training image
-    accuracy = {key: scores.correct(*key).mean(dim=1) / len(held_out) for key in probes}  # averaged over token positions
-    grids = {key: list(lambdas) for key in probes}
-    for _ in range(widenings):  # a λ at an edge of its grid: widen by a decade there, refit on the fitting images, rescore
-        wider = {key: widen_lambdas(grids[key], _best_lambda(accuracy[key], grids[key])) for key in probes}
-        wider = {key: grid for key, grid in wider.items() if grid is not None}
-        if not wider:
-            break
-        refit = ProbeStatistics(model, readouts, train_set.num_classes)
-        run([refit], train_set, batch_size=batch_size, indices=fitting, progress=progress)
-        rescores = ProbeScores(model, {(r, b, -1): refit.probes[r, b].fit(grid) for (r, b), grid in wider.items()})
-        run([rescores], train_set, batch_size=batch_size, indices=held_out, progress=progress)
-        for key, grid in wider.items():
-            grids[key], accuracy[key] = grid, rescores.correct(*key).mean(dim=1) / len(held_out)
     validation_accuracy, chosen = np.zeros((len(readouts), model.num_blocks)), np.zeros((len(readouts), model.num_blocks))
     for (readout, b), probe in probes.items():
-        grid = grids[readout, b]
-        best = _best_lambda(accuracy[readout, b], grid)
-        validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[readout, b][best].item(), grid[best]
+        accuracy = scores.correct(readout, b).mean(dim=1) / len(held_out)  # averaged over token positions
+        grid, best = _choose_lambda(_looked_up(reach, accuracy), lambdas, widenings)  # widened while at an edge
+        row = readouts.index(readout)
+        validation_accuracy[row, b], chosen[row, b] = accuracy[reach.index(grid[best])].item(), grid[best]
         probe.fit(grid[best])
     return probes, validation_accuracy, chosen
 
