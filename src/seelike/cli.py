@@ -437,6 +437,7 @@ def study(
     weights); the command exits with status 1 when a step failed or was skipped."""
     from dataclasses import replace
 
+    from seelike.distributed import is_main_process
     from seelike.study.analyses import images_needed
     from seelike.study.engine import run_study, validate_study
     from seelike.study.presets import PRESET_MODELS, PRESET_SETTINGS, build_steps
@@ -472,6 +473,8 @@ def study(
 
     outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
     failed = [o.step.name for o in outcomes if o.status in ("error", "skipped")]
+    if not is_main_process():  # rank 0 says what failed; another rank exiting non-zero would make torchrun stop rank 0 mid-report
+        return
     console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
     if failed:
         console.print(f"[red]{len(failed)} step(s) failed or were skipped: {', '.join(failed)}; their sections show why[/red]")

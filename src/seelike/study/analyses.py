@@ -41,6 +41,7 @@ Planner = Callable[..., Planned]
 PLANNERS: dict[str, Planner] = {}
 
 ERF_IMAGES = 32  # the paper averages ERFs over 32 images
+ERF_BATCH = 8  # in batches that do not depend on the number of ranks (up to 4 ranks share them; same numbers on 1)
 PROBE_TRAIN_IMAGES = 10_000  # full-data probes train on at most this many training images (and at most n)
 
 
@@ -143,7 +144,7 @@ def receptive_field(models: Mapping[str, Model], dataset: Any, settings: StudySe
     if patch_size is None:
         patch_size = next((m.token_layout.patch_size for m in models.values() if m.token_layout is not None), None)
     n = min(ERF_IMAGES, settings.n)
-    return _per_model(models, lambda m: effective_receptive_fields(m, dataset, n=n, batch_size=n, channels=mode, seed=settings.seed,
+    return _per_model(models, lambda m: effective_receptive_fields(m, dataset, n=n, batch_size=min(ERF_BATCH, n), channels=mode, seed=settings.seed,
                                                                     embedding=True, patch_size=patch_size))
 
 
