@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,7 @@ from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
 from seelike.models.model import Layer, Model, Preprocessing, TokenLayout
-from seelike.plots import plot_localization
+from seelike.plots import figures
 
 DATA = "synthetic:n=64,size=28,channels=1,classes=4,seed=0"
 VIT = "seelike:vit?width=32&depth=3&heads=2"
@@ -98,7 +99,9 @@ def test_vit_path_skips_prefix_tokens(spec, prefix, dataset, tmp_path):
     loaded = load_result(result.save(tmp_path))
     assert isinstance(loaded, LocalizationResult) and loaded.positions("blocks.2") == [(0, 0), (6, 6)]
     np.testing.assert_array_equal(loaded.heatmap(1, (6, 6)), result.heatmap("blocks.2", (6, 6)))
-    assert len(plot_localization(loaded).axes) == 2 * 2 + 1  # layers × positions + colour bar
+    figure = figures(loaded)["localization"]
+    assert len(figure.axes) == 2 * 2 + 1  # layers × positions + colour bar
+    plt.close(figure)
 
 
 def test_cnn_path_compares_feature_map_positions_with_cells_of_their_grid(dataset):

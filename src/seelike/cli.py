@@ -387,7 +387,7 @@ def cka(
 ) -> None:
     """Minibatch CKA heatmaps (paper Fig 1-2): every layer of every model against every other."""
     from seelike.analyses.layer_similarity import layer_similarity
-    from seelike.plots import heatmap_figures
+    from seelike.plots import save_figures
 
     out = _prepare_out(out)
     try:
@@ -397,7 +397,7 @@ def cka(
     except SeelikeError as error:
         _fail(error)
     result.save(out)
-    figures = heatmap_figures(result, out)
+    figures = save_figures(result, out)
     meta = result.metadata
     console.print(f"CKA over {meta['n']} images of {meta['data']} ({meta['split']}), batches of {batch_size}, "
                   f"{len(result.names)} layers, {meta['seconds']:.1f} s")
@@ -406,7 +406,10 @@ def cka(
         off = matrix[~np.eye(len(names), dtype=bool)]
         adjacent = np.diag(matrix, 1)
         console.print(f"  {model}: {len(names)} layers, mean CKA between layers {off.mean():.3f}, between neighbours {adjacent.mean():.3f}")
-    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+    grid = figures.pop("cka_grid", None)
+    heatmaps = [str(paths[0]) for paths in figures.values()]
+    console.print(f"result: {out / 'result.json'}\nheatmaps: " + (", ".join(heatmaps) if len(heatmaps) <= 3 else f"{len(heatmaps)} in {out} (cka_MODEL.png, cka_A_vs_B.png)")
+                  + (f"\nall models in one figure: {grid[0]}" if grid else ""))
 
 
 @app.command()
@@ -508,7 +511,7 @@ def skips(
 ) -> None:
     """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
-    from seelike.plots import plot_skip_norms, save_figure
+    from seelike.plots import save_figures
 
     out = _prepare_out(out)
     with _reporting():
@@ -526,8 +529,8 @@ def skips(
         for row, block in enumerate(result.blocks):
             table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
         console.print(table)
-    figure = save_figure(plot_skip_norms(results), out / "skip_norms")
-    console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figure[0]}")
+    figures = save_figures(results, out)
+    console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figures['skip_norms'][0]}")
 
 
 @app.command()
@@ -546,7 +549,7 @@ def localize(
 ) -> None:
     """Spatial localization (paper Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
     from seelike.analyses.localization import parse_positions, spatial_localization
-    from seelike.plots import plot_localization, save_figure
+    from seelike.plots import save_figures
 
     out = _prepare_out(out)
     with _reporting():
@@ -556,14 +559,14 @@ def localize(
         result = _record_data(spatial_localization(loaded, dataset, n=n, batch_size=batch_size,
                                                    layers=",".join(layer) if layer else None, positions=chosen, seed=seed), dataset)
     result.save(out)
-    figure = save_figure(plot_localization(result), out / "localization")
+    figures = save_figures(result, out)
     console.print(f"token vs input-cell CKA, {result.metadata['model']}, {result.metadata['n']} images of {result.metadata['data']}:")
     for index, name in enumerate(result.layers):
         rows, columns = result.grid(name)
         console.print(f"  {name} ({rows}×{columns}): own cell first for {result['share_first'][index]:.0%} of positions, "
                       f"CKA on the diagonal {result['diagonal_mean'][index]:.3f} vs off it {result['off_diagonal_mean'][index]:.3f} "
                       f"(gap {result['diagonal_gap'][index]:.3f})")
-    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figures['localization'][0]}")
 
 
 @app.command()
@@ -586,7 +589,7 @@ def probe(
     """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (paper Fig 11, 13)."""
     from seelike.analyses.probes import probe_layers
     from seelike.data import holdout_split, shared_images
-    from seelike.plots import plot_probe_comparison, plot_probes, save_figure
+    from seelike.plots import save_figures
 
     out = _prepare_out(out)
     results = []
@@ -606,7 +609,7 @@ def probe(
     for result in results:
         folder = out if len(results) == 1 else out / result.model
         result.save(folder)
-        figure = save_figure(plot_probes(result), folder / "probes")
+        figures = save_figures(result, folder)
         meta = result.metadata
         table = Table(title=f"{result.model}: probe test accuracy per block, % (chance {100 * meta['chance']:.0f})")
         table.add_column("block")
@@ -618,11 +621,11 @@ def probe(
             table.add_row(str(block), *(f"{100 * a[row]:.1f}" + (f"±{100 * s[row]:.1f}" if s is not None else "") for a, s in curves))
         console.print(table)
         console.print(f"{meta['n_test']} test images of {meta['data']}, {meta['seconds']:.1f} s\n"
-                      f"result: {folder / 'result.json'}\nfigure: {figure[0]}")
+                      f"result: {folder / 'result.json'}\nfigure: {figures['probes'][0]}")
     if len(results) > 1:
         readout = "gap" if all("gap" in r.readouts + r.few_shot_readouts for r in results) else (results[0].readouts + results[0].few_shot_readouts)[0]
-        figure = save_figure(plot_probe_comparison(results, readout=readout), out / "probe_comparison")
-        console.print(f"comparison (Fig 13): {figure[0]}")
+        figures = save_figures(results, out, readout=readout)
+        console.print(f"comparison (Fig 13): {figures['probe_comparison'][0]}")
 
 
 @app.command()
@@ -642,7 +645,7 @@ def datascale(
 ) -> None:
     """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (paper Fig 12)."""
     from seelike.analyses.data_scale import data_scale
-    from seelike.plots import plot_data_scale, save_figure
+    from seelike.plots import save_figures
     from seelike.validation import check_same_architecture
 
     out = _prepare_out(out)
@@ -653,7 +656,7 @@ def datascale(
         result = _record_data(data_scale(loaded[0], loaded[1:-1], loaded[-1], dataset, n=n,
                                          batch_size=batch_size, repeats=repeats, seed=seed), dataset)
     result.save(out)
-    figure = save_figure(plot_data_scale(result), out / "data_scale")
+    figures = save_figures(result, out)
     meta = result.metadata
     table = Table(title=f"CKA with {meta['reference']}, block by block (* = changed by data scale)")
     table.add_column("block")
@@ -669,7 +672,7 @@ def datascale(
     for model in result.models:
         changed = result.changed_blocks(model)
         console.print(f"  {model}: {'blocks ' + ', '.join(map(str, changed)) + ' changed by data scale' if changed else 'no block changed beyond seed variation'}")
-    console.print(f"result: {out / 'result.json'}\nfigure: {figure[0]}")
+    console.print(f"result: {out / 'result.json'}\nfigure: {figures['data_scale'][0]}")
 
 
 def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
@@ -697,7 +700,7 @@ def attention(
 ) -> None:
     """Mean attention distance of every head of every block (Raghu et al. 2021, Fig 3; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
-    from seelike.plots import attention_distance_figures
+    from seelike.plots import save_figures
     from seelike.validation import check_blocks, check_vit
 
     out = _prepare_out(out)
@@ -711,7 +714,7 @@ def attention(
     except SeelikeError as error:
         _fail(error)
     result.save(out)
-    figures = attention_distance_figures(result, out, chosen)
+    figures = save_figures(result, out, blocks=chosen)
     meta = result.metadata
     threshold = LOCAL_FRACTION * result.uniform_distance  # local: relative to uniform attention on this grid, not the image width
     table = Table(title=f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}; "
@@ -746,7 +749,7 @@ def heads(
 ) -> None:
     """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5; docs/methods.md §3)."""
     from seelike.analyses.head_similarity import head_similarity
-    from seelike.plots import head_similarity_figures
+    from seelike.plots import save_figures
     from seelike.validation import check_blocks, check_cnn, check_vit
 
     out = _prepare_out(out)
@@ -761,7 +764,7 @@ def heads(
         result = _record_data(head_similarity(vit_model, cnn_model, dataset, n=n, batch_size=batch_size, seed=seed,
                                               block=block, window=window, cnn_blocks=chosen), dataset)
     result.save(out)
-    figures = head_similarity_figures(result, out)
+    figures = save_figures(result, out)
     meta = result.metadata
     distance = result["head_distance"]
     console.print(f"{meta['vit']} block {meta['block']}: {meta['num_heads']} heads, distances (px) "
@@ -795,7 +798,7 @@ def erf(
 
     Several models are written to OUT/NAME and share one channel averaging, so their radii compare."""
     from seelike.analyses.receptive_field import effective_receptive_fields, resolve_channel_average
-    from seelike.plots import receptive_field_figures
+    from seelike.plots import save_figures
     from seelike.validation import check_blocks
 
     out = _prepare_out(out)
@@ -812,7 +815,7 @@ def erf(
     for model, result in zip(loaded, results):
         directory = out if len(loaded) == 1 else out / model.name
         result.save(directory)
-        figures = receptive_field_figures(result, directory)
+        figures = save_figures(result, directory)
         meta = result.metadata
         table = Table(title=f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
                             f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px")

@@ -1,87 +1,289 @@
-"""Figures in the paper's style, drawn from saved results only (never recomputed here)."""
+"""Figures in the paper's style, drawn from saved results only (never recomputed here).
+
+One convention for every result kind: :func:`figures` draws a result's figures as ``{name: Figure}`` and
+:func:`save_figures` writes each as ``NAME.png`` and ``NAME.svg`` and closes it. The command line and the
+study both save through :func:`save_figures`; the study picks which names it shows (``names=``).
+
+Figures per result kind (pass one result; the kinds marked *several* also take a list of results):
+
+================== ================================================================================
+kind               figures
+================== ================================================================================
+cka                ``cka_MODEL`` per model (Fig 1), ``cka_A_vs_B`` per pair of models (Fig 2), and
+                   with two or more models ``cka_grid``: every block of the k × k matrix in one figure
+attention_distance ``attention_distance_heads`` (Fig 3, chosen blocks; option ``blocks``),
+                   ``attention_distance_depth`` (every head against depth)
+head_similarity    ``head_similarity`` (Fig 5)
+receptive_field    ``receptive_field`` (Fig 6), ``receptive_field_pre_residual`` for a pre-residual result
+skip_norms         ``skip_norms`` (Fig 7; *several*: one panel per result, side by side)
+localization       ``localization`` (Fig 9, 10; option ``positions``)
+probes             ``probes`` (Fig 11, 13 for one model); *several* or option ``comparison``:
+                   ``probe_comparison`` (Fig 13; options ``readout``, ``regime``, ``labels``)
+data_scale         ``data_scale`` (Fig 12)
+================== ================================================================================
+
+CKA heatmap ticks: block numbers for block outputs; ``BLOCK.ROLE`` (``3.attn``, ``3.mlp``, ``3.norm1``) for
+sub-layers (``--layers all``), thinned so that every block shows the same roles (:func:`thinned_ticks`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
-from seelike.similarity import CKAResult  # noqa: E402
+from seelike.errors import InvalidInputError  # noqa: E402
+
+if TYPE_CHECKING:
+    from seelike.analyses.attention_distance import AttentionDistanceResult
+    from seelike.analyses.data_scale import DataScaleResult
+    from seelike.analyses.head_similarity import HeadSimilarityResult
+    from seelike.analyses.localization import LocalizationResult
+    from seelike.analyses.probes import ProbeResult
+    from seelike.analyses.receptive_field import ReceptiveFieldResult
+    from seelike.analyses.skip_norms import SkipNormResult
+    from seelike.results import Result
+    from seelike.similarity import CKAResult
+
+__all__ = ["FIGURE_KINDS", "cka_heatmaps", "figure_names", "figures", "layer_labels", "save_figures", "thinned_ticks"]
 
 FORMATS = ("png", "svg")
+#: a kind's figures, planned: figure name -> a function that draws it (so a caller that shows a few draws only those)
+Plan = dict[str, Callable[[], Figure]]
+#: every result kind with figures: ``plan(results, **options)`` for a list of results of that kind
+FIGURE_KINDS: dict[str, Callable[..., Plan]] = {}
 
 
-def save_figure(figure: plt.Figure, path: str | Path) -> list[Path]:
-    """Write ``figure`` as PNG and SVG beside each other (``path`` without suffix) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for suffix in FORMATS:
-        target = path.with_suffix(f".{suffix}")
-        figure.savefig(target, dpi=150, bbox_inches="tight")
-        written.append(target)
-    plt.close(figure)
+def _kind(kind: str, several: bool = False) -> Callable[[Callable[..., Plan]], Callable[..., Plan]]:
+    """Register a kind's plan; a kind that is not ``several`` refuses more than one result."""
+    def register(plan: Callable[..., Plan]) -> Callable[..., Plan]:
+        def checked(results: list[Any], **options: Any) -> Plan:
+            if len(results) != 1 and not several:
+                raise InvalidInputError(f"{kind} figures draw one result at a time, got {len(results)}; call once per result")
+            return plan(results if several else results[0], **options)
+
+        FIGURE_KINDS[kind] = checked
+        return plan
+
+    return register
+
+
+def _plan(results: Result | Sequence[Result], **options: Any) -> Plan:
+    results = list(results) if isinstance(results, Sequence) else [results]
+    kinds = {result.kind for result in results}
+    if len(kinds) != 1:
+        raise InvalidInputError(f"figures need results of one kind, got {sorted(kinds) or 'none'}")
+    kind = kinds.pop()
+    if kind not in FIGURE_KINDS:
+        raise InvalidInputError(f"no figures for results of kind {kind!r}; kinds with figures: {', '.join(sorted(FIGURE_KINDS))}")
+    return FIGURE_KINDS[kind](results, **options)
+
+
+def _select(plan: Plan, names: Iterable[str] | Mapping[str, str] | None) -> dict[str, str]:
+    """Figure name -> file stem for the chosen figures (all of them, under their own names, when ``names`` is None)."""
+    if names is None:
+        return {name: name for name in plan}
+    chosen = dict(names) if isinstance(names, Mapping) else {name: name for name in names}
+    unknown = [name for name in chosen if name not in plan]
+    if unknown:
+        raise InvalidInputError(f"no figure {', '.join(unknown)} for this result; its figures are {', '.join(plan)}")
+    return chosen
+
+
+def figure_names(results: Result | Sequence[Result], **options: Any) -> list[str]:
+    """The names of the figures :func:`figures` draws for ``results`` (nothing is drawn)."""
+    return list(_plan(results, **options))
+
+
+def figures(results: Result | Sequence[Result], names: Iterable[str] | None = None, **options: Any) -> dict[str, Figure]:
+    """Draw the figures of a result (or of several results of one kind) as ``{name: Figure}``; the caller closes them.
+
+    ``names`` picks some of them; ``options`` go to the kind's figures (see the module docstring)."""
+    plan = _plan(results, **options)
+    drawn: dict[str, Figure] = {}
+    try:
+        for name in _select(plan, names):
+            drawn[name] = plan[name]()
+    except BaseException:
+        for figure in drawn.values():  # a figure that fails to draw leaves none of the others open
+            plt.close(figure)
+        raise
+    return drawn
+
+
+def save_figures(results: Result | Sequence[Result], directory: str | Path, names: Iterable[str] | Mapping[str, str] | None = None,
+                 **options: Any) -> dict[str, list[Path]]:
+    """Draw, write (``directory/STEM.png`` and ``.svg``) and close each figure of ``results``, one at a time.
+
+    ``names``: the figures to save (default all), or a mapping from figure name to file stem to save
+    them under other names. Returns each figure's written paths, PNG first."""
+    plan = _plan(results, **options)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for name, stem in _select(plan, names).items():
+        figure = plan[name]()
+        try:
+            written[name] = []
+            for suffix in FORMATS:
+                target = directory / f"{stem}.{suffix}"
+                figure.savefig(target, dpi=150, bbox_inches="tight")
+                written[name].append(target)
+        finally:
+            plt.close(figure)
     return written
 
 
-def _tick_labels(names: list[str]) -> tuple[list[int], list[str]]:
-    """At most ~12 ticks, labelled with the layer index in depth order."""
-    step = max(1, int(np.ceil(len(names) / 12)))
-    ticks = list(range(0, len(names), step))
-    return ticks, [str(t) for t in ticks]
+# -- CKA heatmaps (Fig 1, 2) -------------------------------------------------------------------------
+BLOCK_TICKS = 12  # block-level axes: at most this many ticks
+SUBLAYER_TICKS = 32  # sub-layer axes (e.g. --layers all): at most this many, on a larger figure
+#: roles labelled first when a sub-layer axis has too many layers to label each; then the others in depth order,
+#: a block's input last (it is the previous block's output)
+PREFERRED_ROLES = ("attn", "mlp", "output", "branch", "shortcut", "norm1", "norm2")
+LAST_ROLES = ("input",)
 
 
-def plot_cka_heatmap(result: CKAResult, model_a: str, model_b: str | None = None, title: str | None = None) -> plt.Figure:
+def layer_labels(result: CKAResult, model: str) -> tuple[list[str], list[str | None]]:
+    """Tick label and role of each of ``model``'s layers in ``result``: block outputs only give block
+    numbers (``3``); sub-layers give block and role (``3.attn``, ``3.mlp``, ``3.norm1``); a layer outside
+    the blocks keeps its name. Results that do not record roles are labelled by layer index."""
+    names = result.layer_names(model)
+    blocks, roles = result.metadata.get("layer_blocks") or {}, result.metadata.get("layer_roles") or {}
+    keys = [f"{model}/{name}" for name in names]
+    if not all(key in roles and key in blocks for key in keys):
+        return [str(i) for i in range(len(names))], [None] * len(names)
+    layer_roles = [roles[key] for key in keys]
+    block_level = all(role == "output" for role in layer_roles)
+    labels = [name if blocks[key] is None else str(blocks[key]) if block_level else f"{blocks[key]}.{roles[key]}"
+              for key, name in zip(keys, names)]
+    return labels, [role if blocks[key] is not None else None for key, role in zip(keys, layer_roles)]
+
+
+def is_sublayer_axis(roles: Sequence[str | None]) -> bool:
+    """Whether an axis shows sub-layers (some role other than a block output)."""
+    return any(role not in (None, "output") for role in roles)
+
+
+def thinned_ticks(roles: Sequence[str | None], max_ticks: int) -> list[int]:
+    """Which positions of an axis get a tick: all if they fit; else, on a sub-layer axis, every layer of the
+    most roles (``PREFERRED_ROLES`` first) that fit, so each block shows the same roles; else every k-th."""
+    count = len(roles)
+    if count <= max_ticks:
+        return list(range(count))
+    if is_sublayer_axis(roles):
+        present = [role for role in dict.fromkeys(roles) if role is not None]
+        order = ([role for role in PREFERRED_ROLES if role in present]
+                 + [role for role in present if role not in PREFERRED_ROLES + LAST_ROLES]
+                 + [role for role in LAST_ROLES if role in present])
+        chosen: list[int] = []
+        for size in range(1, len(order) + 1):
+            keep = set(order[:size])
+            positions = [i for i, role in enumerate(roles) if role is None or role in keep]
+            if len(positions) > max_ticks:
+                break
+            chosen = positions
+        if chosen:
+            return chosen
+    step = int(np.ceil(count / max_ticks))
+    return list(range(0, count, step))
+
+
+def _label_axis(axes: plt.Axes, which: str, labels: list[str], roles: list[str | None], max_ticks: int) -> None:
+    """Tick an axis at the thinned positions; sub-layer labels small, and upright on the x axis."""
+    ticks = thinned_ticks(roles, max_ticks)
+    style = {"fontsize": 6, "rotation": 90 if which == "x" else 0} if is_sublayer_axis(roles) else {}
+    (axes.set_xticks if which == "x" else axes.set_yticks)(ticks, [labels[t] for t in ticks], **style)
+
+
+def cka_heatmaps(result: CKAResult) -> dict[str, tuple[str, str | None]]:
+    """The heatmaps of a CKA result by figure name: ``cka_MODEL`` -> (MODEL, None) for each model, then
+    ``cka_A_vs_B`` -> (A, B) for each pair in the result's model order. Lets a caller pick some by model."""
+    models = result.models
+    heatmaps: dict[str, tuple[str, str | None]] = {}
+    for index, model_a in enumerate(models):
+        heatmaps[f"cka_{model_a}"] = (model_a, None)
+        heatmaps.update({f"cka_{model_a}_vs_{model_b}": (model_a, model_b) for model_b in models[index + 1:]})
+    return heatmaps
+
+
+def _cka_title(result: CKAResult) -> str:
+    return f"(CKA, n={result.metadata.get('n')})"
+
+
+def _cka_heatmap(result: CKAResult, model_a: str, model_b: str | None = None) -> Figure:
     """Paper Fig 1 (``model_b`` None) or Fig 2: layers input→output on both axes, origin bottom-left."""
-    matrix, rows, columns = result.block(model_a, model_b)
-    figure, axes = plt.subplots(figsize=(4.6, 4.0))
+    matrix, _, _ = result.block(model_a, model_b)
+    (row_labels, row_roles), (column_labels, column_roles) = layer_labels(result, model_a), layer_labels(result, model_b or model_a)
+    sublayers = is_sublayer_axis(row_roles) or is_sublayer_axis(column_roles)
+    figure, axes = plt.subplots(figsize=(6.4, 5.6) if sublayers else (4.6, 4.0))
     image = axes.imshow(matrix, origin="lower", cmap="magma", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
     axes.set_ylabel(f"layers of {model_a}")
     axes.set_xlabel(f"layers of {model_b or model_a}")
-    for set_ticks, set_labels, names in ((axes.set_yticks, axes.set_yticklabels, rows), (axes.set_xticks, axes.set_xticklabels, columns)):
-        ticks, labels = _tick_labels(names)
-        set_ticks(ticks)
-        set_labels(labels)
-    n = result.metadata.get("n")
-    axes.set_title(title or (f"{model_a}" if model_b is None else f"{model_a} vs {model_b}") + f"  (CKA, n={n})", fontsize=9)
+    max_ticks = SUBLAYER_TICKS if sublayers else BLOCK_TICKS
+    _label_axis(axes, "y", row_labels, row_roles, max_ticks)
+    _label_axis(axes, "x", column_labels, column_roles, max_ticks)
+    axes.set_title((model_a if model_b is None else f"{model_a} vs {model_b}") + f"  {_cka_title(result)}", fontsize=9)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     return figure
 
 
-def heatmap_figures(result: CKAResult, directory: str | Path) -> dict[str, list[Path]]:
-    """Every within-model heatmap and every cross-model pair of a result, saved under ``directory``."""
-    directory = Path(directory)
+def _cka_grid(result: CKAResult) -> Figure:
+    """Every block of the k × k CKA matrix in one figure: row i, column j is model i's layers (y) against
+    model j's (x), models labelled on the left and on top, one colour bar for all."""
     models = result.models
-    written: dict[str, list[Path]] = {}
-    for index, model_a in enumerate(models):
-        written[model_a] = save_figure(plot_cka_heatmap(result, model_a), directory / f"cka_{model_a}")
-        for model_b in models[index + 1 :]:
-            key = f"{model_a}_vs_{model_b}"
-            written[key] = save_figure(plot_cka_heatmap(result, model_a, model_b), directory / f"cka_{key}")
-    return written
+    k = len(models)
+    figure, grid = plt.subplots(k, k, figsize=(2.2 * k + 1.2, 2.2 * k + 0.4), squeeze=False, layout="constrained")
+    image = None
+    for i, model_a in enumerate(models):
+        for j, model_b in enumerate(models):
+            axes = grid[i][j]
+            image = axes.imshow(result.block(model_a, model_b)[0], origin="lower", cmap="magma", vmin=0, vmax=1,
+                                interpolation="nearest", aspect="auto")
+            (row_labels, row_roles), (column_labels, column_roles) = layer_labels(result, model_a), layer_labels(result, model_b)
+            if j == 0:
+                _label_axis(axes, "y", row_labels, row_roles, max_ticks=6)
+                axes.set_ylabel(model_a, fontsize=8)
+            else:
+                axes.set_yticks([])
+            if i == k - 1:
+                _label_axis(axes, "x", column_labels, column_roles, max_ticks=6)
+            else:
+                axes.set_xticks([])
+            if i == 0:
+                axes.set_title(model_b, fontsize=8)
+            axes.tick_params(labelsize=6)
+    figure.suptitle(f"layers of each row model (y) against each column model (x) {_cka_title(result)}", fontsize=9)
+    figure.colorbar(image, ax=grid, shrink=0.6)
+    return figure
 
 
-# -- skip connections (Fig 7) and spatial localization (Fig 9, 10) -------------------------------
-from matplotlib.patches import Rectangle  # noqa: E402
+@_kind("cka")
+def _cka_figures(result: CKAResult) -> Plan:
+    plan: Plan = {name: (lambda pair=pair: _cka_heatmap(result, *pair)) for name, pair in cka_heatmaps(result).items()}
+    if len(result.models) > 1:
+        plan["cka_grid"] = lambda: _cka_grid(result)
+    return plan
 
-from seelike.analyses.localization import LocalizationResult  # noqa: E402
-from seelike.analyses.skip_norms import SkipNormResult  # noqa: E402
 
+# -- skip connections (Fig 7) and spatial localization (Fig 9, 10) -------------------------------------------
 _SKIP_STYLES = {"attention, CLS": ("C0", "-"), "attention, spatial": ("C0", "--"), "MLP, CLS": ("C1", "-"),
                 "MLP, spatial": ("C1", "--"), "shortcut / branch": ("C2", "-")}
 
 
-def plot_skip_norms(results: SkipNormResult | list[SkipNormResult]) -> plt.Figure:
+def _skip_norms(results: list[SkipNormResult]) -> Figure:
     """Paper Fig 7: ‖skip‖/‖branch‖ against block, one panel per model, shared log-scale y.
 
     Pre-norm models draw attention and MLP ratios for the CLS token (solid) and the spatial tokens
     (dashed); a ResNet draws one line. Blocks whose skip was removed are gaps, named in the title.
     """
-    results = [results] if isinstance(results, SkipNormResult) else list(results)
     figure, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), sharey=True, squeeze=False)
     for ax, result in zip(axes[0], results):
         for label, values in result.lines().items():
@@ -99,7 +301,12 @@ def plot_skip_norms(results: SkipNormResult | list[SkipNormResult]) -> plt.Figur
     return figure
 
 
-def plot_localization(result: LocalizationResult, positions: list[tuple[int, int]] | None = None) -> plt.Figure:
+@_kind("skip_norms", several=True)
+def _skip_norms_figures(results: list[SkipNormResult]) -> Plan:
+    return {"skip_norms": lambda: _skip_norms(results)}
+
+
+def _localization(result: LocalizationResult, positions: list[tuple[int, int]] | None = None) -> Figure:
     """Paper Fig 9, 10: per layer (rows) and chosen position (columns) the CKA of that token with
     every input cell, as a grid; the token's own cell is outlined. One colour scale per figure."""
     layers = result.layers
@@ -127,10 +334,12 @@ def plot_localization(result: LocalizationResult, positions: list[tuple[int, int
     return figure
 
 
-# -- probes and data scale (Fig 11-13) ---------------------------------------------------------
-from seelike.analyses.data_scale import DataScaleResult  # noqa: E402
-from seelike.analyses.probes import ProbeResult  # noqa: E402
+@_kind("localization")
+def _localization_figures(result: LocalizationResult, positions: list[tuple[int, int]] | None = None) -> Plan:
+    return {"localization": lambda: _localization(result, positions)}
 
+
+# -- probes and data scale (Fig 11-13) ------------------------------------------------------------------------
 _READOUT_LABELS = {
     "cls": "CLS token",
     "first": "first token",
@@ -146,7 +355,7 @@ def _readout_label(result: ProbeResult, readout: str) -> str:
     return _READOUT_LABELS.get(readout, readout)
 
 
-def plot_probes(result: ProbeResult) -> plt.Figure:
+def _probes(result: ProbeResult) -> Figure:
     """Paper Fig 11 (right) and 13 for one model: probe accuracy per block, one line per readout;
     one panel per regime (full data; few-shot with ±1 std over shot samples), chance dotted."""
     regimes = result.regimes
@@ -173,8 +382,8 @@ def plot_probes(result: ProbeResult) -> plt.Figure:
     return figure
 
 
-def plot_probe_comparison(results: list[ProbeResult], readout: str = "gap", regime: str | None = None,
-                          labels: list[str] | None = None) -> plt.Figure:
+def _probe_comparison(results: list[ProbeResult], readout: str = "gap", regime: str | None = None,
+                      labels: list[str] | None = None) -> Figure:
     """Paper Fig 13: several models' probe accuracy against relative depth ((block + 1) / blocks), one
     line per result. ``regime`` None: few-shot where every result has it, else full data."""
     if regime is None:
@@ -198,7 +407,19 @@ def plot_probe_comparison(results: list[ProbeResult], readout: str = "gap", regi
     return figure
 
 
-def plot_data_scale(result: DataScaleResult) -> plt.Figure:
+@_kind("probes", several=True)
+def _probe_figures(results: list[ProbeResult], readout: str = "gap", regime: str | None = None,
+                   labels: list[str] | None = None, comparison: bool | None = None) -> Plan:
+    """One result: its per-block curves (``probes``); several, or ``comparison``: the Fig 13 comparison
+    (``probe_comparison``) of all of them."""
+    if comparison or (comparison is None and len(results) > 1):
+        return {"probe_comparison": lambda: _probe_comparison(results, readout, regime, labels)}
+    if len(results) > 1:
+        raise InvalidInputError(f"probes figures without comparison draw one result at a time, got {len(results)}")
+    return {"probes": lambda: _probes(results[0])}
+
+
+def _data_scale(result: DataScaleResult) -> Figure:
     """Paper Fig 12: per-block CKA against the 100%-data model, one line per reduced-data model (filled
     markers where the block is changed by data scale); the seed baseline dashed with its ±2 SE band."""
     meta = result.metadata
@@ -224,12 +445,12 @@ def plot_data_scale(result: DataScaleResult) -> plt.Figure:
     return figure
 
 
-# --- attention distance (Fig 3), local heads vs CNN (Fig 5), effective receptive fields (Fig 6) ---
-from seelike.analyses.attention_distance import AttentionDistanceResult  # noqa: E402
-from seelike.analyses.head_similarity import HeadSimilarityResult  # noqa: E402
-from seelike.analyses.receptive_field import ReceptiveFieldResult  # noqa: E402
+@_kind("data_scale")
+def _data_scale_figures(result: DataScaleResult) -> Plan:
+    return {"data_scale": lambda: _data_scale(result)}
 
 
+# -- attention distance (Fig 3), local heads vs CNN (Fig 5), effective receptive fields (Fig 6) ---------------
 def _distance_references(axes: plt.Axes, result: AttentionDistanceResult) -> None:
     """Dashed: uniform attention over the grid; dotted: half the image width (the 'local' threshold)."""
     axes.axhline(result.metadata["uniform_distance"], color="0.5", linestyle="--", linewidth=0.8, label="uniform attention")
@@ -242,14 +463,8 @@ def default_attention_blocks(result: AttentionDistanceResult) -> list[int]:
     return list(dict.fromkeys([blocks[0], blocks[len(blocks) // 2], blocks[-1]]))
 
 
-def plot_attention_distance_heads(result: AttentionDistanceResult, blocks: list[int] | None = None) -> plt.Figure:
+def _attention_distance_heads(result: AttentionDistanceResult, blocks: list[int]) -> Figure:
     """Paper Fig 3: per chosen block, one point per head, heads sorted by mean attention distance."""
-    blocks = default_attention_blocks(result) if blocks is None else blocks
-    unknown = sorted(set(blocks) - set(result.blocks))
-    if unknown:
-        from seelike.errors import InvalidInputError
-
-        raise InvalidInputError(f"blocks {unknown} are not in this result; pick from {result.blocks}")
     figure, axes = plt.subplots(1, len(blocks), figsize=(2.6 * len(blocks) + 0.4, 2.8), sharey=True, squeeze=False)
     top = max(float(np.nanmax(result.distance)), result.metadata["uniform_distance"], result.image_width / 2) * 1.1
     for ax, block in zip(axes[0], blocks):
@@ -266,7 +481,7 @@ def plot_attention_distance_heads(result: AttentionDistanceResult, blocks: list[
     return figure
 
 
-def plot_attention_distance_depth(result: AttentionDistanceResult) -> plt.Figure:
+def _attention_distance_depth(result: AttentionDistanceResult) -> Figure:
     """All blocks: each head's mean attention distance (points) against depth, with the block mean (line)."""
     figure, ax = plt.subplots(figsize=(4.6, 3.2))
     blocks = np.array(result.blocks)
@@ -284,16 +499,17 @@ def plot_attention_distance_depth(result: AttentionDistanceResult) -> plt.Figure
     return figure
 
 
-def attention_distance_figures(result: AttentionDistanceResult, directory: str | Path, blocks: list[int] | None = None) -> dict[str, list[Path]]:
-    """The per-block (Fig 3) and all-blocks attention distance figures, saved under ``directory``."""
-    directory = Path(directory)
-    return {
-        "heads": save_figure(plot_attention_distance_heads(result, blocks), directory / "attention_distance_heads"),
-        "depth": save_figure(plot_attention_distance_depth(result), directory / "attention_distance_depth"),
-    }
+@_kind("attention_distance")
+def _attention_distance_figures(result: AttentionDistanceResult, blocks: list[int] | None = None) -> Plan:
+    blocks = default_attention_blocks(result) if blocks is None else list(blocks)
+    unknown = sorted(set(blocks) - set(result.blocks))
+    if unknown:
+        raise InvalidInputError(f"blocks {unknown} are not in this result; pick from {result.blocks}")
+    return {"attention_distance_heads": lambda: _attention_distance_heads(result, blocks),
+            "attention_distance_depth": lambda: _attention_distance_depth(result)}
 
 
-def plot_head_similarity(result: HeadSimilarityResult) -> plt.Figure:
+def _head_similarity(result: HeadSimilarityResult) -> Figure:
     """Paper Fig 5: CKA of head windows with each lower CNN unit against the window's mean attention distance."""
     figure, ax = plt.subplots(figsize=(4.8, 3.4))
     meta = result.metadata
@@ -313,11 +529,12 @@ def plot_head_similarity(result: HeadSimilarityResult) -> plt.Figure:
     return figure
 
 
-def head_similarity_figures(result: HeadSimilarityResult, directory: str | Path) -> dict[str, list[Path]]:
-    return {"head_similarity": save_figure(plot_head_similarity(result), Path(directory) / "head_similarity")}
+@_kind("head_similarity")
+def _head_similarity_figures(result: HeadSimilarityResult) -> Plan:
+    return {"head_similarity": lambda: _head_similarity(result)}
 
 
-def plot_receptive_fields(result: ReceptiveFieldResult) -> plt.Figure:
+def _receptive_fields(result: ReceptiveFieldResult) -> Figure:
     """Paper Fig 6: one normalised ERF map per layer, the centre marked, radii holding 50% / 90% of the mass."""
     maps, names = result.maps, result.layer_names
     columns = min(len(maps), 6)
@@ -336,6 +553,7 @@ def plot_receptive_fields(result: ReceptiveFieldResult) -> plt.Figure:
     return figure
 
 
-def receptive_field_figures(result: ReceptiveFieldResult, directory: str | Path) -> dict[str, list[Path]]:
-    suffix = "_pre_residual" if result.metadata["pre_residual"] else ""
-    return {"receptive_field": save_figure(plot_receptive_fields(result), Path(directory) / f"receptive_field{suffix}")}
+@_kind("receptive_field")
+def _receptive_field_figures(result: ReceptiveFieldResult) -> Plan:
+    name = "receptive_field_pre_residual" if result.metadata["pre_residual"] else "receptive_field"
+    return {name: lambda: _receptive_fields(result)}

@@ -57,7 +57,11 @@ class LayerSimilarity(Accumulator):
         self.count(batch)
 
     def compute(self) -> CKAResult:
-        return self.cka.result({"layers": self.layer_spec})
+        """The CKA result; its metadata also gives each row's block and role (``layer_blocks``, ``layer_roles``,
+        keyed by row name), so figures can label sub-layers ``3.attn`` rather than by index."""
+        chosen = {f"{model}/{layer.name}": layer for model, layers in self.chosen.items() for layer in layers}
+        return self.cka.result({"layers": self.layer_spec, "layer_blocks": {key: layer.block for key, layer in chosen.items()},
+                                "layer_roles": {key: layer.role for key, layer in chosen.items()}})
 
 
 def layer_similarity(

@@ -14,7 +14,7 @@ from seelike.statistics import normal_draws
 
 
 def png(paths: Mapping[str, list[Path]] | list[Path]) -> list[Path]:
-    """The PNG of each saved figure (save_figure writes PNG and SVG)."""
+    """The PNG of each saved figure (save_figures writes PNG and SVG)."""
     groups = paths.values() if isinstance(paths, Mapping) else [paths]
     return [path for group in groups for path in group if path.suffix == ".png"]
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, rounded
+from seelike.study.common import CKADraws, block_of, png, rounded
 from seelike.study.engine import Section, StudyStep
-from seelike.study.verdicts import Quantity, judge
+from seelike.study.verdicts import judge
 
 
 def uniformity(result: CKAResult, matrix: np.ndarray, model: str) -> float:
@@ -53,7 +53,7 @@ def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str
 
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    figures = [] if figures_dir is None else ([paths[0] for paths in heatmap_figures(result, figures_dir / "rq1").values()])
+    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq1", names=list(cka_heatmaps(result))))
     draws = CKADraws(result, "rq1")
     numbers = {f"uniformity[{m}]": rounded(uniformity(result, result.matrix, m)) for m in result.models}
     trained, random = _pairs(result, names, "vit", "resnet"), _pairs(result, names, "random_vit", "random_resnet")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, uniform_attention_distance
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
 from seelike.study.common import CKADraws, bootstrap_quantity, png, rounded
@@ -39,10 +39,8 @@ def heads_text(result: Any, block: int) -> str:
 
 
 def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import attention_distance_figures
-
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() for p in png(attention_distance_figures(r, figures_dir / "rq2" / f"attention_{names[role]}"))])
+    figures = [] if figures_dir is None else ([p for role, r in results.items() for p in png(save_figures(r, figures_dir / "rq2" / f"attention_{names[role]}"))])
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"mean_distance_px[{names[role]}]"] = rounded(r.distance.mean(axis=1), 3)
@@ -91,11 +89,9 @@ def first_block(result: Any) -> int:
 
 
 def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import receptive_field_figures
-
     results = bundle.unbundle()
     figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(receptive_field_figures(r, figures_dir / "rq2" / f"erf_{names[role]}"))])
+               for p in png(save_figures(r, figures_dir / "rq2" / f"erf_{names[role]}"))])
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for key in ("radius_50", "radius_90", "outside_patch"):
@@ -182,11 +178,9 @@ def phase_change(result: Any) -> Quantity:
 
 
 def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_skip_norms, save_figure
-
     results = bundle.unbundle()
     trained = [r for role, r in results.items() if not role.startswith("random")]
-    figures = [] if figures_dir is None else (png(save_figure(plot_skip_norms(trained), figures_dir / "rq2" / "skip_norms")))
+    figures = [] if figures_dir is None else png(save_figures(trained, figures_dir / "rq2"))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
@@ -224,11 +218,9 @@ def spearman_quantity(result: Any, key: str) -> Quantity:
 
 
 def head_similarity_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import head_similarity_figures
-
     results = bundle.unbundle()
     result = results["vit"]
-    figures = [] if figures_dir is None else (png(head_similarity_figures(result, figures_dir / "rq2" / "heads")))
+    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq2" / "heads"))
     numbers = {"spearman[windows]": rounded(result["spearman"], 3), "spearman[single heads]": rounded(result["spearman_single_heads"], 3),
                "head_distance_px": rounded(result["head_distance"], 3)}
     heads, distance = len(result["head_distance"]), np.asarray(result["head_distance"])
@@ -262,7 +254,8 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
     from seelike.models.zoo import manifests
 
     seed = names.get("vit_seed1")
-    figures = [] if figures_dir is None else ([paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq2" / "noskip").items() if "_vs_" not in key and key != seed])
+    shown = [name for name, (model, other) in cka_heatmaps(result).items() if other is None and model != seed]
+    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq2" / "noskip", names=shown))
     draws = CKADraws(result, "rq2_no_skip")
     shipped = manifests()
     numbers: dict[str, Any] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.study.common import png, rounded
 from seelike.study.engine import Section, StudyStep
@@ -35,11 +36,9 @@ def gap_quantity(result: Any, key: str, layer: int = 0) -> Quantity:
 
 
 def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_localization, save_figure
-
     results = bundle.unbundle()
     figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(save_figure(plot_localization(r), figures_dir / "rq3" / f"localization_{names[role]}"))])
+               for p in png(save_figures(r, figures_dir / "rq3", names={"localization": f"localization_{names[role]}"}))])
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"share_first[{names[role]}]"] = rounded(r["share_first"])
@@ -98,11 +97,9 @@ def first_token_catch_up(result: Any, key: str) -> Quantity:
 
 
 def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_probes, save_figure
-
     results = bundle.unbundle()
     figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(save_figure(plot_probes(r), figures_dir / "rq3" / f"probes_{names[role]}"))])
+               for p in png(save_figures(r, figures_dir / "rq3", names={"probes": f"probes_{names[role]}"}))])
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for readout in r.readouts:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
 from seelike.study.common import png, rounded
@@ -33,9 +34,7 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
     """The Fig 12 section; ``figure`` names its image so that both model sizes keep theirs."""
 
     def section(result: Any, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-        from seelike.plots import plot_data_scale, save_figure
-
-        figures = [] if figures_dir is None else (png(save_figure(plot_data_scale(result), figures_dir / "rq4" / figure)))
+        figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq4", names={"data_scale": figure}))
         numbers: dict[str, Any] = {f"per_block_cka[{m}]": rounded(row) for m, row in zip(result.models, result["per_block_cka"])}
         numbers["per_block_cka[seed baseline]"] = rounded(result["baseline"])
         numbers.update({f"changed_blocks[{m}]": result.changed_blocks(m) for m in result.models})
@@ -57,11 +56,9 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
 
 # -- Fig 4: attention distance and data ---------------------------------------------------------------------------
 def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_attention_distance_depth, save_figure
-
     results = bundle.unbundle()
     figures = [] if figures_dir is None else ([p for role, r in results.items() if role != "vit_seed1"
-               for p in png(save_figure(plot_attention_distance_depth(r), figures_dir / "rq4" / f"attention_{names[role]}"))])
+               for p in png(save_figures(r, figures_dir / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))])
     numbers: dict[str, Any] = {f"share_local_first_block[{names[role]}]": rounded(r.local_share()[0]) for role, r in results.items()}
     numbers.update({f"mean_distance_first_block_px[{names[role]}]": rounded(r.distance[0].mean(), 3) for role, r in results.items()})
     findings = []
@@ -100,11 +97,10 @@ def middle_accuracy(result: Any, key: str) -> Quantity:
 
 
 def probe_comparison_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    from seelike.plots import plot_probe_comparison, save_figure
-
     results = bundle.unbundle()
     shown = [r for role, r in results.items() if not role.endswith("seed1") and not role.startswith("random")]
-    figures = [] if figures_dir is None else (png(save_figure(plot_probe_comparison(shown, readout="gap", regime="few_shot"), figures_dir / "rq4" / "probes")))
+    figures = [] if figures_dir is None else png(save_figures(shown, figures_dir / "rq4", names={"probe_comparison": "probes"}, readout="gap",
+                                                                 regime="few_shot", comparison=True))
     middle = {role: middle_accuracy(r, role) for role, r in results.items()}
     numbers: dict[str, Any] = {f"few_shot_accuracy[{names[role]}]": rounded(r.curve("gap", "few_shot")[0]) for role, r in results.items()}
     numbers.update({f"few_shot_accuracy_middle_blocks[{names[role]}]": rounded(q.value) for role, q in middle.items()})

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from seelike.plots import heatmap_figures
+from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, rounded
+from seelike.study.common import CKADraws, block_of, png, rounded
 from seelike.study.engine import Section, StudyStep
 from seelike.study.rq1 import uniformity
 from seelike.study.verdicts import judge
@@ -27,8 +27,8 @@ def best_match_cka(result: CKAResult, matrix: np.ndarray, model: str, other: str
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     mixer, vit, cnn, random = (names.get(role) for role in ("mixer", "vit", "resnet", "random_mixer"))
-    figures = [] if figures_dir is None else ([paths[0] for key, paths in heatmap_figures(result, figures_dir / "rq5").items()
-               if mixer in key.split("_vs_") and (random is None or random not in key.split("_vs_"))])
+    shown = [name for name, pair in cka_heatmaps(result).items() if mixer in pair and (random is None or random not in pair)]
+    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq5", names=shown))
     numbers: dict[str, Any] = {}
     findings = []
     if {mixer, vit, cnn} <= set(result.models):
