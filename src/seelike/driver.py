@@ -140,8 +140,18 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
     def reducer(model_name: str):
         def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
             key = f"{model_name}/{layer}"
+            reduced, shared = {}, {}  # shared: one value per reduction_key, for accumulators that compute the same
             with torch.autocast(tensor.device.type, enabled=False):  # Grams and sums at full precision
-                return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+                for index in readers[key]:
+                    name = accumulators[index].reduction_key(key)
+                    if name is None or name not in shared:
+                        value = accumulators[index].reduce(key, tensor)
+                        if name is None:
+                            reduced[index] = value
+                            continue
+                        shared[name] = value
+                    reduced[index] = shared[name]
+            return reduced
 
         return reduce
 

@@ -263,6 +263,14 @@ class Accumulator(SummedState):
         """
         return tensor
 
+    def reduction_key(self, key: str) -> Any:
+        """A hashable name of what :meth:`reduce` computes of layer ``key``, or None (the default: not shared).
+
+        Accumulators giving equal names in one pass get one shared value, computed once (several CKA
+        steps of a study read the same layer's Gram); what :meth:`reduce` returns must then be read, never
+        changed, by :meth:`update`."""
+        return None
+
     def update(self, activations: Mapping[str, Any], batch: Batch) -> None:
         """Add one batch: ``activations`` keyed ``"model/layer"`` holds :meth:`reduce` of each of :meth:`layers`."""
         raise NotImplementedError
