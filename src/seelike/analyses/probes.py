@@ -43,7 +43,7 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, SummedState, activation
 from seelike.capture import Capture
-from seelike.data import ImageDataset, check_disjoint
+from seelike.data import ImageDataset, check_disjoint, iterate_batches
 from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
@@ -764,7 +764,9 @@ def probe_layers(
     fitted = fit_probes(model, train_set, n_train, batch_size, readouts, shots, samples, lambdas, validation_fraction, seed,
                         progress, widenings)
     scores = fitted.scorer()
-    run([scores], test_set, n=n_test, batch_size=batch_size, seed=seed, progress=progress)
+    # the seeded images every analysis reads (a study's shared pass among them), in any number: probes need no 4-image batch
+    order = iterate_batches(test_set, batch_size, n=n_test, shuffle=True, seed=seed, min_batch=1).order
+    run([scores], test_set, batch_size=batch_size, indices=order, progress=progress)
     return fitted.result(scores, test_set)
 
 
