@@ -87,6 +87,6 @@ def test_datascale_command(tmp_path):
     assert invocation.exit_code == 0, invocation.output
     result = load_result(out)
     assert result.kind == "data_scale" and result["per_block_cka"].shape == (2, 3) and result["changed"].dtype == bool
-    assert result.metadata["models"] == ["vit-2", "vit-3"] and result.metadata["baseline"] == "vit-4"
+    assert result.metadata["models"] == ["vit[seed=1]", "vit[seed=2]"] and result.metadata["baseline"] == "vit[seed=3]"
     assert (out / "data_scale.png").exists() and (out / "data_scale.svg").exists()
     assert "CKA with vit" in invocation.output

@@ -120,7 +120,7 @@ def test_cka_command_writes_result_and_figures(tmp_path):
     assert result.metadata["models"] == {"vit": "seelike:vit?width=32&depth=2&heads=2", "resnet": "seelike:resnet?widths=[8,16]&units_per_stage=[1,1]"}
     for name in ("cka_vit.png", "cka_resnet.png", "cka_vit_vs_resnet.png", "cka_vit_vs_resnet.svg"):
         assert (out / name).stat().st_size > 1000
-    assert "mean CKA between layers" in outcome.output
+    assert "mean CKA between distinct layers" in outcome.output and "best-match CKA" in outcome.output
 
 
 def test_cka_command_reports_a_bad_layer_with_close_names(tmp_path):

@@ -1,13 +1,10 @@
 """`seelike study`: caching keyed by what changes the numbers, resume after an interruption,
-failures kept in their section, and the HTML report rendered in headless Chromium."""
+failures kept in their section (the report and the export: test_report.py)."""
 
 from __future__ import annotations
 
-import html
 import json
-import os
-import shutil
-from pathlib import Path
+import re
 
 import numpy as np
 import pytest
@@ -125,7 +122,7 @@ def test_a_failing_step_keeps_the_others_and_shows_its_error(tmp_path, counting)
     outcomes = run_study([counting_step("a"), counting_step("b")], SETTINGS, tmp_path)
     assert [o.status for o in outcomes] == ["error", "ok"]
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "boom in a" in page and "Steps that did not run: a" in page
+    assert "boom in a" in page and "Steps that did not run: a" in re.sub("<[^>]+>", "", page)
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["steps"]["a"]["status"] == "error" and document["steps"]["b"]["numbers"] == {"value": 256.0}
 
@@ -189,21 +186,13 @@ def test_plan_says_how_many_images_each_step_reads():
     assert "rq2_receptive_fields 32 test images" in text and "rq3_probes 64 training + 64 test images" in text
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("study")
-    outcome = CliRunner().invoke(app, ["study", *MODELS_ARGS, "--data", SETTINGS.data, "--n", "64", "--batch-size", "32", "--out", str(out)])
-    assert outcome.exit_code == 0, outcome.output
-    return out
-
-
 def test_study_on_tiny_models_writes_every_step(study_dir):
     document = json.loads((study_dir / "results.json").read_text())
     steps = document["steps"]
     assert {step.name for step in build_steps(TINY)} == set(steps)
     failed = {name: step["error"] for name, step in steps.items() if step["status"] != "ok"}
     assert not failed
-    assert document["environment"]["torch"] and document["settings"]["n"] == 64 and document["schema_version"] == 2
+    assert document["environment"]["torch"] and document["settings"]["n"] == 64 and document["schema_version"] == 3
 
 
 def test_every_step_reads_at_most_n_images(study_dir):
@@ -230,7 +219,8 @@ def test_no_finding_lacks_its_baseline_and_every_verdict_follows_from_its_number
     for name, step in steps.items():
         assert step["baselines"], name
         for raw in step["findings"]:
-            finding = Finding(**raw)
+            fields = {key: value for key, value in raw.items() if key != "non_finite"}
+            finding = Finding(**{**fields, **{key: float(text) for key, text in raw["non_finite"].items()}})  # null in JSON: NaN or ±inf
             assert finding.rule and finding.claim and finding.measured, (name, raw)
             if finding.verdict != "not measured":
                 assert finding.baseline is not None and finding.baseline_kind, (name, finding.claim)
@@ -244,71 +234,6 @@ def test_fig13_is_judged_for_both_model_sizes_against_the_seed_difference(study_
     assert len(left) == 2 and all(f["baseline_kind"] == "second seed" for f in left)
     assert "width=32" in left[0]["measured"] and "width=48" in left[1]["measured"]
     assert [f for f in findings if "Fig 13 right" in f["claim"] and f["baseline_kind"] == "random init"]
-
-
-def _chromium() -> tuple[str, str] | None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    return (browser, driver) if browser and driver else None
-
-
-def test_report_renders_in_headless_chromium(study_dir):
-    found = _chromium()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium and chromium-driver (see .ci/run)")
-        pytest.skip("chromium / chromedriver not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = found[0]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(found[1]), options=options)
-    try:
-        driver.get((study_dir / "report" / "index.html").resolve().as_uri())
-        images = driver.execute_script("return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0])")
-        assert images and all(ok for _, ok in images), [src for src, ok in images if not ok]
-        ids = driver.execute_script("return Array.from(document.querySelectorAll('h2')).map(h => h.id)")
-        assert {"findings", "RQ1", "RQ2", "RQ3", "RQ4", "RQ5", "environment"} <= set(ids)
-        verdicts = driver.execute_script("return Array.from(document.querySelectorAll('table.findings td:last-child .verdict')).map(span => span.textContent)")
-        assert verdicts and set(verdicts) <= {"held", "also at baseline", "not held", "not measured"}
-        summary = driver.execute_script("return document.getElementById('summary').textContent")
-        assert "also at baseline" in summary and "not measured" in summary
-        if os.environ.get("SEELIKE_SCREENSHOT"):
-            driver.save_screenshot(os.environ["SEELIKE_SCREENSHOT"])
-    finally:
-        driver.quit()
-
-
-def test_report_numbers_match_results_json(study_dir):
-    from seelike.report import number_text
-
-    document = json.loads((study_dir / "results.json").read_text())
-    page = (study_dir / "report" / "index.html").read_text()
-    for step in document["steps"].values():
-        for value in step["numbers"].values():
-            assert html.escape(number_text(value)) in page
-        for finding in step["findings"]:
-            assert html.escape(finding["measured"]) in page and html.escape(finding["rule"]) in page
-
-
-def test_the_report_renders_from_results_json_alone(study_dir, tmp_path):
-    """Issue 13 item 5: report.py reads the document, not the engine's types, and refuses other schemas."""
-    import ast
-
-    from seelike.errors import ResultSchemaError
-    from seelike.report import render_results, write_report
-
-    source = Path(__file__).parents[1] / "src" / "seelike" / "report.py"
-    imported = {node.module for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.ImportFrom)}
-    assert not any(module and module.startswith("seelike.study") for module in imported)
-    page = render_results(study_dir / "results.json", tmp_path / "again")
-    assert page.read_text().count("<tr>") == (study_dir / "report" / "index.html").read_text().count("<tr>")
-    with pytest.raises(ResultSchemaError, match="schema"):
-        write_report({"schema_version": 1}, tmp_path / "old")
 
 
 def test_skip_ratio_of_a_resnet_whose_branches_start_at_zero_is_infinite():

@@ -196,14 +196,17 @@ class ThroughputMeter:
     ``interval`` seconds with images done, images/s and the time left, on the ``seelike.progress`` logger.
 
     ``enabled=False`` silences both (e.g. on ranks other than 0); ``None`` picks the bar when stderr is a TTY.
+    The interval runs across meters, so a step made of many short passes (probes) still logs every ``interval``.
     """
+
+    _last_line = time.perf_counter()  # when any meter last logged a line
 
     def __init__(self, enabled: bool | None = None, total: int | None = None, description: str = "images",
                  interval: float = 10.0) -> None:
         self.silent = enabled is False
         self.total, self.description, self.interval = total, description, interval
         self.images = 0
-        self.start = self._last_line = time.perf_counter()
+        self.start = time.perf_counter()
         self._bar = None
         if enabled or (enabled is None and sys.stderr.isatty()):
             from rich.progress import (
@@ -237,8 +240,8 @@ class ThroughputMeter:
         self.images += images
         if self._bar is not None:
             self._bar.update(self._task, advance=images, rate=self.rate)
-        elif not self.silent and time.perf_counter() - self._last_line >= self.interval:
-            self._last_line = time.perf_counter()
+        elif not self.silent and time.perf_counter() - ThroughputMeter._last_line >= self.interval:
+            ThroughputMeter._last_line = time.perf_counter()
             progress_log.info(self.line())
 
     def close(self) -> None:

@@ -8,27 +8,35 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from typer.core import TyperGroup
 
+from seelike.console import console, fitted_table, one_line_messages
 from seelike.errors import InvalidInputError, OutputError, SeelikeError
+
+#: ``seelike --help`` lists the commands in this order (analyses, the whole paper, models); others follow
+COMMAND_ORDER = ("cka", "attention", "heads", "skips", "localize", "probe", "erf", "datascale",
+                 "study", "demo", "layers", "zoo", "train", "export")
 
 
 class SeelikeGroup(TyperGroup):
     """Runs a command so that any :class:`SeelikeError` ends it with its one-line message (exit 2), never a
     traceback, and finishes the output folders it prepared (see :func:`_prepare_out`) only when it succeeded."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: COMMAND_ORDER.index(name) if name in COMMAND_ORDER else len(COMMAND_ORDER))
 
     def invoke(self, ctx: Any) -> Any:
         folders: list[_OutputFolder] = []
@@ -50,13 +58,16 @@ app = typer.Typer(cls=SeelikeGroup, help="Do vision models see alike? The analys
                   no_args_is_help=True)
 zoo_app = typer.Typer(help="seelike's shipped small models: list, verify, train.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
-console = Console()
 
-DataOption = Annotated[str, typer.Option("--data", help="fashion-mnist | cifar10 | imagefolder:PATH | synthetic[:...]")]
+DataOption = Annotated[str, typer.Option("--data", help="fashion-mnist | cifar10 | imagefolder:PATH | synthetic[:n=...,size=...,channels=...]")]
+SplitOption = Annotated[str, typer.Option(help="the split of --data the images come from: test | train")]
+BatchSizeOption = Annotated[int, typer.Option(help="images per forward pass (more: faster, more memory)")]
+SeedOption = Annotated[int, typer.Option(help="seed of the class-balanced image subset and its order (same seed, same images)")]
+DeviceOption = Annotated[str, typer.Option(help="cpu | cuda | cuda:N")]
+ImagesOption = Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")]
 OutOption = Annotated[Path, typer.Option("--out", help="output folder (a rerun replaces what the last run wrote there)")]
 SkipBadImagesOption = Annotated[bool, typer.Option("--skip-bad-images", help="drop unreadable image files (listed in the result) "
                                                    "instead of stopping at the first")]
-METHODS = "docs/methods.md"  # the methods notes the help cites (the paper's sections, one by one)
 #: the output folders the running command prepared (set by SeelikeGroup.invoke): finished on success, always released
 _OUTPUT_FOLDERS: contextvars.ContextVar[list | None] = contextvars.ContextVar("seelike_output_folders", default=None)
 OUTPUTS_RECORD = ".seelike-outputs.json"  # what the last run wrote into a folder, so a rerun can clear it
@@ -65,7 +76,7 @@ MIN_FREE_BYTES = 16 << 20
 
 
 def _fail(error: SeelikeError) -> None:
-    console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(str(error))}", markup=True)
     raise typer.Exit(2)
 
 
@@ -195,7 +206,7 @@ def _load_data(data: str, split: str, skip_bad_images: bool, **kwargs: Any) -> A
         dataset.provenance.setdefault("skipped_images", [])
         if dataset.provenance["skipped_images"]:
             console.print(f"[yellow]skipped {len(dataset.provenance['skipped_images'])} unreadable image(s)[/yellow] "
-                          f"(listed in the result): {dataset.provenance['skipped_images'][0]}, ...")
+                          f"(listed in the result): {escape(str(dataset.provenance['skipped_images'][0]))}, ...", markup=True)
     return dataset
 
 
@@ -214,8 +225,7 @@ def main(
     from seelike.distributed import init_from_environment, is_main_process
     from seelike.driver import run_options
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("seelike.progress").setLevel(logging.INFO)  # progress lines in logs and CI, where no bar shows
+    ctx.with_resource(one_line_messages(verbose))  # warnings and log records as one line each; progress lines always
     if threads is not None:
         if threads < 1:
             _fail(InvalidInputError(f"--threads must be at least 1, got {threads}"))
@@ -230,7 +240,10 @@ def main(
 
 
 @app.command()
-def layers(model: str, all_layers: Annotated[bool, typer.Option("--all", help="sub-layers too, not only blocks")] = False) -> None:
+def layers(
+    model: Annotated[str, typer.Argument(help="model spec, e.g. zoo:vit-cls, timm:resnet18, torchvision:resnet50")],
+    all_layers: Annotated[bool, typer.Option("--all", help="sub-layers too, not only blocks")] = False,
+) -> None:
     """List a model's analysis layers in the order its forward pass runs them."""
     from seelike.models import load_model
 
@@ -238,31 +251,38 @@ def layers(model: str, all_layers: Annotated[bool, typer.Option("--all", help="s
         loaded = load_model(model)
     except SeelikeError as error:
         _fail(error)
-    table = Table(title=f"{model}: {loaded.family}, {loaded.num_blocks} blocks, input {loaded.preprocessing.input_size}")
-    for column in ("layer", "block", "role", "kind", "module"):
-        table.add_column(column)
+    listing = fitted_table(f"{model}: {loaded.family}, {loaded.num_blocks} blocks, input {loaded.preprocessing.input_size}",
+                           ("layer", "block", "role", "kind", "module"))
     for layer in loaded.layers if all_layers else loaded.block_layers():
-        table.add_row(layer.name, str(layer.block), layer.role, layer.kind, f"{layer.module} ({layer.hook})")
-    console.print(table)
+        listing.add_row(layer.name, str(layer.block), layer.role, layer.kind, f"{layer.module} ({layer.hook})")
+    console.print(listing)
+
+
+class Augment(str, Enum):
+    """``seelike train --augment`` choices (the trainer's augmentations)."""
+
+    none = "none"
+    flip = "flip"
+    crop_flip = "crop-flip"
 
 
 @app.command()
 def train(
     arch: Annotated[str, typer.Argument(help="vit | resnet | mixer")],
-    out: OutOption,
+    out: Annotated[Path, typer.Option("--out", help="run folder: checkpoints, model.safetensors, summary.json (a rerun resumes there)")],
     config: Annotated[list[str], typer.Option("--set", help="architecture setting KEY=VALUE (JSON value), repeatable")] = [],
     data: DataOption = "fashion-mnist",
-    fraction: float = 1.0,
-    epochs: int = 10,
-    steps: Optional[int] = None,
-    batch_size: int = 256,
-    lr: float = 2e-3,
-    augment: str = "none",
-    seed: int = 0,
-    bf16: bool = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
+    fraction: Annotated[float, typer.Option(help="class-balanced share of the training split to train on, in (0, 1]")] = 1.0,
+    epochs: Annotated[int, typer.Option(help="passes over the (fraction of the) training split")] = 10,
+    steps: Annotated[Optional[int], typer.Option(help="total optimizer steps, overriding --epochs (a small fraction can train as long as the full set)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per optimizer step")] = 256,
+    lr: Annotated[float, typer.Option(help="peak learning rate of AdamW (linear warm-up, then cosine decay to 0)")] = 2e-3,
+    augment: Annotated[Augment, typer.Option(help="none, flip (horizontal flips) or crop-flip (flips and ±2 px shifts)")] = Augment.none,
+    seed: Annotated[int, typer.Option(help="seed of the initial weights, the data order and the augmentation")] = 0,
+    bf16: Annotated[bool, typer.Option("--bf16", help="bfloat16 autocast for the forward pass")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N; a run resumes on either")] = "cpu",
 ) -> None:
-    """Train one of seelike's own models (resumes when OUT holds an interrupted run)."""
+    """Train one of seelike's own models (resumes when OUT holds an interrupted run); one line per epoch."""
     from seelike.train import TrainConfig, Trainer
 
     _prepare_out(out, clean=False)
@@ -274,7 +294,7 @@ def train(
                 model_config[key] = json.loads(value)
             except json.JSONDecodeError:
                 model_config[key] = value
-        train_config = TrainConfig(arch, model_config, data, fraction, epochs, steps, batch_size, lr, augment=augment, seed=seed, bf16=bf16)
+        train_config = TrainConfig(arch, model_config, data, fraction, epochs, steps, batch_size, lr, augment=augment.value, seed=seed, bf16=bf16)
         summary = Trainer(train_config, out, on_epoch=_print_epoch, device=device).run()
     except SeelikeError as error:
         _fail(error)
@@ -283,11 +303,24 @@ def train(
 
 
 def _print_epoch(record: dict) -> None:
-    console.print(f"epoch {record['epoch']:>3}  step {record['step']:>6}  loss {record['loss']:.4f}  {record['images_per_second']:.0f} img/s")
+    """``epoch 3/10  step 705  loss 0.5123  train accuracy 81.2%  41 s  1530 img/s  4.8 min left``."""
+    of = f"/{record['epochs']}" if "epochs" in record else ""
+    accuracy = f"  train accuracy {record['accuracy']:.1%}" if "accuracy" in record else ""
+    timing = f"  {record['seconds']:.0f} s" if "seconds" in record else ""
+    left = f"  {_duration(record['seconds_left'])} left" if "seconds_left" in record else ""
+    console.print(f"epoch {record['epoch']:>3}{of}  step {record['step']:>6}  loss {record['loss']:.4f}{accuracy}{timing}  "
+                  f"{record['images_per_second']:.0f} img/s{left}")
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``4.8 min``, ``2.1 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 @zoo_app.command("list")
-def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table (for the README)")] = False) -> None:
+def zoo_list(markdown: Annotated[bool, typer.Option("--markdown", help="print a Markdown table (for the README)")] = False) -> None:
     """The zoo recipes, and what each shipped model reaches."""
     from seelike.models.zoo import RECIPES, manifests
 
@@ -309,23 +342,23 @@ def zoo_list(markdown: Annotated[bool, typer.Option(help="print a Markdown table
         for row in rows:
             print("| " + " | ".join(row) + " |")
         return
-    table = Table(title="seelike zoo (Fashion-MNIST)")
-    for column in header:
-        table.add_column(column)
+    listing = fitted_table("seelike zoo (Fashion-MNIST)", ("name",), ("params", "test acc.", "target", "train time"))
+    listing.add_column("description", min_width=16, overflow="fold")  # the description wraps; names and numbers stay whole
     for row in rows:
-        table.add_row(*row)
-    console.print(table)
+        listing.add_row(*row)
+    console.print(listing)
 
 
 @zoo_app.command("train")
 def zoo_train(
     names: Annotated[list[str], typer.Argument(help="zoo names (see `seelike zoo list`)")],
-    runs: Annotated[Path, typer.Option(help="where training runs (and their resumable checkpoints) live")] = Path("runs/zoo"),
+    runs: Annotated[Path, typer.Option(help="where training runs (and their resumable checkpoints) live: RUNS/NAME")] = Path("runs/zoo"),
     out: Annotated[Optional[Path], typer.Option("--out", help="where the fp16 weights and manifest are published (default: RUNS/published; "
                                                 "the shipped zoo inside the package is replaced only if you name its folder here)")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda[:N]; a run resumes on either")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N; a run resumes on either")] = "cpu",
 ) -> None:
-    """Train zoo models from their recipes and publish them (fp16 weights + manifest) into OUT."""
+    """Train zoo models from their recipes and publish them (fp16 weights + manifest) into OUT, never over the shipped zoo
+    unless OUT names it; one line per epoch."""
     from seelike.zoo_training import train_zoo_model
 
     destination = _prepare_out(out if out is not None else runs / "published", clean=False)
@@ -337,7 +370,10 @@ def zoo_train(
 
 
 @zoo_app.command("verify")
-def zoo_verify(names: Annotated[Optional[list[str]], typer.Argument()] = None, hash_only: bool = False) -> None:
+def zoo_verify(
+    names: Annotated[Optional[list[str]], typer.Argument(help="zoo names (default: every shipped model)")] = None,
+    hash_only: Annotated[bool, typer.Option("--hash-only", help="check the sha256 of the weights only, without re-evaluating accuracy")] = False,
+) -> None:
     """Check each shipped model's hash and re-evaluate its test accuracy."""
     from seelike.models.zoo import manifests
     from seelike.zoo_training import verify
@@ -351,24 +387,32 @@ def zoo_verify(names: Annotated[Optional[list[str]], typer.Argument()] = None, h
         ok = report["sha256_ok"] and report.get("accuracy_ok", True)
         failed |= not ok
         accuracy = f"  accuracy {report['test_accuracy']:.2%} (recorded {report['recorded']:.2%})" if "test_accuracy" in report else ""
-        console.print(f"{'[green]ok[/green]' if ok else '[red]FAILED[/red]'}  {name}  sha256 {'ok' if report['sha256_ok'] else 'MISMATCH'}{accuracy}")
+        console.print(f"{'[green]ok[/green]' if ok else '[red]FAILED[/red]'}  {escape(name)}  sha256 {'ok' if report['sha256_ok'] else 'MISMATCH'}{accuracy}",
+                      markup=True)
     if failed:
         raise typer.Exit(1)
 
 
 def _load_models(specs: list[str], device: str) -> list:
-    """Load every model once, giving repeated short names a numeric suffix (never merging two models)."""
+    """Load every model once, named so that no two models of the run share a name (:func:`unique_names`: a source
+    or query that tells them apart is shown; the same spec given twice gets a numeric suffix)."""
     from seelike.models import load_model
+    from seelike.models.model import unique_names
 
+    names = unique_names(specs)
     models, seen = [], {}
     for spec in specs:
         model = load_model(spec, device=device)
-        count = seen.get(model.name, 0)
-        seen[model.name] = count + 1
-        if count:
-            model.label = f"{model.name}-{count + 1}"
+        count = seen[spec] = seen.get(spec, 0) + 1
+        if names[spec] != model.name or count > 1:
+            model.label = names[spec] + (f"-{count}" if count > 1 else "")
         models.append(model)
     return models
+
+
+def _folder(out: Path, name: str) -> Path:
+    """``OUT/NAME`` for one model of several, with a file-system-friendly NAME (``resnet18 (timm)`` → ``resnet18-timm``)."""
+    return out / (re.sub(r"[^\w.=+-]+", "-", name).strip("-") or "model")
 
 
 @app.command()
@@ -376,18 +420,21 @@ def cka(
     models: Annotated[list[str], typer.Argument(help="one model (within-model heatmap) or several (all within- and cross-model heatmaps, one pass)")],
     out: OutOption = Path("runs/cka"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
-    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
-    batch_size: int = 256,
+    split: SplitOption = "test",
+    n: ImagesOption = None,
+    batch_size: Annotated[int, typer.Option(help="images per minibatch of the CKA estimate and per forward pass (the paper: 1,024)")] = 256,
     layers: Annotated[str, typer.Option(help="blocks | all | comma-separated globs such as 'blocks.*.attn'")] = "blocks",
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged, as in the paper")] = 1,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Minibatch CKA heatmaps (paper Fig 1-2): every layer of every model against every other."""
+    """Minibatch CKA heatmaps of every layer against every other (Raghu et al. 2021, Fig 1-2, 8; appendix H).
+
+    Prints per model the mean CKA between layers and across each block, and per pair of models the best-match CKA."""
     from seelike.analyses.layer_similarity import layer_similarity
     from seelike.plots import save_figures
+    from seelike.summaries import cka_summary
 
     out = _prepare_out(out)
     try:
@@ -396,24 +443,50 @@ def cka(
         result = _record_data(layer_similarity(loaded, dataset, n=n, batch_size=batch_size, layers=layers, repeats=repeats, seed=seed), dataset)
     except SeelikeError as error:
         _fail(error)
+    summary = cka_summary(result)
+    result = _with_summary(result, summary)
     result.save(out)
     figures = save_figures(result, out)
     meta = result.metadata
     console.print(f"CKA over {meta['n']} images of {meta['data']} ({meta['split']}), batches of {batch_size}, "
                   f"{len(result.names)} layers, {meta['seconds']:.1f} s")
-    for model in result.models:
-        matrix, names, _ = result.block(model)
-        off = matrix[~np.eye(len(names), dtype=bool)]
-        adjacent = np.diag(matrix, 1)
-        console.print(f"  {model}: {len(names)} layers, mean CKA between layers {off.mean():.3f}, between neighbours {adjacent.mean():.3f}")
+    within = fitted_table("within each model: mean CKA between distinct layers and between neighbours",
+                          ("model",), ("layers", "between layers", "between neighbours"))
+    for model, entry in summary["models"].items():
+        within.add_row(model, str(entry["layers"]), _fixed(entry["mean_cka_between_layers"]), _fixed(entry["mean_cka_between_neighbours"]))
+    console.print(within)
+    across = {model: entry["cka_across_block"] for model, entry in summary["models"].items() if entry["cka_across_block"]}
+    if across:
+        table = fitted_table("across block i: CKA of blocks i-1 and i+1 (low where block i lost its skips, Fig 8)", ("i",), list(across))
+        for block in dict.fromkeys(block for values in across.values() for block in values):
+            table.add_row(block, *(_fixed(values.get(block)) for values in across.values()))
+        console.print(table)
+    if summary["pairs"]:
+        pairs = fitted_table("across models: best-match CKA, the mean over MODEL's layers of its highest CKA with any layer of OTHER "
+                             "(appendix H), and over MODEL's top third of layers and the rest (Fig 2)", ("model", "other"),
+                             ("best match", "top third", "rest"))
+        for pair in summary["pairs"]:
+            pairs.add_row(pair["model"], pair["other"], f"{pair['best_match_cka']:.3f}", f"{pair['best_match_top_third']:.3f}",
+                          _fixed(pair["best_match_rest"]))
+        console.print(pairs)
     grid = figures.pop("cka_grid", None)
     heatmaps = [str(paths[0]) for paths in figures.values()]
-    console.print(f"result: {out / 'result.json'}\nheatmaps: " + (", ".join(heatmaps) if len(heatmaps) <= 3 else f"{len(heatmaps)} in {out} (cka_MODEL.png, cka_A_vs_B.png)")
+    console.print(f"result: {out / 'result.json'} (summary under metadata.summary)\nheatmaps: "
+                  + (", ".join(heatmaps) if len(heatmaps) <= 3 else f"{len(heatmaps)} in {out} (cka_MODEL.png, cka_A_vs_B.png)")
                   + (f"\nall models in one figure: {grid[0]}" if grid else ""))
 
 
+def _fixed(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _with_summary(result: Any, summary: dict) -> Any:
+    """The result with the numbers the command prints stored in its metadata (``summary``)."""
+    return dataclasses.replace(result, metadata={**result.metadata, "summary": summary})
+
+
 @app.command()
-def demo(out: OutOption = Path("runs/demo")) -> None:
+def demo(out: Annotated[Path, typer.Option("--out", help="output folder: the cache, results.json and report/ (a rerun resumes)")] = Path("runs/demo")) -> None:
     """The main job on the embedded default: `seelike study` on the shipped zoo."""
     study(out=out, preset="zoo", models=None, data=None, n=None, batch_size=None, seed=0, device="cpu", plan=False)
 
@@ -424,14 +497,14 @@ ZOO_ROLES = ("vit", "vit_gap", "resnet", "mixer", "vit_seed1", "vit_noskip_early
 
 @app.command()
 def study(
-    out: OutOption = Path("runs/study"),
+    out: Annotated[Path, typer.Option("--out", help="output folder: the cache, results.json and report/ (a rerun resumes)")] = Path("runs/study"),
     preset: Annotated[str, typer.Option(help="zoo (shipped models, Fashion-MNIST, offline) | paper (timm models, pretrained, ImageNet folder)")] = "zoo",
     models: Annotated[Optional[list[str]], typer.Option("--models", help="ROLE=SPEC replacing or adding a preset model (roles: vit, vit_gap, resnet, mixer, vit_seed1, vit_noskip_early, vit_noskip_mid, vit_frac30, vit_frac10, vit_frac03, vit_large, vit_large_frac10, vit_large_seed1)")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="data spec (default: the preset's)")] = None,
     n: Annotated[Optional[int], typer.Option("--n", "--images", help="images per analysis (default: the preset's)")] = None,
-    batch_size: Optional[int] = None,
-    seed: int = 0,
-    device: str = "cpu",
+    batch_size: Annotated[Optional[int], typer.Option(help="images per forward pass (default: the preset's)")] = None,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     plan: Annotated[bool, typer.Option("--plan", help="list the steps and models without running anything")] = False,
 ) -> None:
     """The whole paper in one run: every analysis, cached and resumable, and one HTML report.
@@ -472,29 +545,28 @@ def study(
     def report_step(index: int, total: int, outcome) -> None:
         colour = {"ok": "green", "cached": "cyan", "error": "red", "skipped": "yellow"}[outcome.status]
         console.print(f"[{index + 1}/{total}] [{colour}]{outcome.status:<7}[/{colour}] {outcome.step.name} ({outcome.seconds:.1f} s)"
-                      + (f": {outcome.error.splitlines()[0]}" if outcome.error else "") + (f" [yellow]({outcome.note})[/yellow]" if outcome.note else ""))
+                      + (f": {escape(outcome.error.splitlines()[0])}" if outcome.error else "")
+                      + (f" [yellow]({escape(outcome.note)})[/yellow]" if outcome.note else ""), markup=True)
 
     outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
     failed = [o.step.name for o in outcomes if o.status in ("error", "skipped")]
     if not is_main_process():  # rank 0 says what failed; another rank exiting non-zero would make torchrun stop rank 0 mid-report
         return
-    console.print(f"[bold]report:[/bold] {(out / 'report' / 'index.html').resolve()}\n[bold]numbers:[/bold] {(out / 'results.json').resolve()}")
+    console.print(f"[bold]report:[/bold] {escape(str((out / 'report' / 'index.html').resolve()))}\n"
+                  f"[bold]numbers:[/bold] {escape(str((out / 'results.json').resolve()))}", markup=True)
     if failed:
-        console.print(f"[red]{len(failed)} step(s) failed or were skipped: {', '.join(failed)}; their sections show why[/red]")
+        console.print(f"[red]{len(failed)} step(s) failed or were skipped: {escape(', '.join(failed))}; their sections show why[/red]", markup=True)
         raise typer.Exit(1)
 
 
 @contextmanager
 def _reporting() -> Iterator[None]:
-    """Run an analysis for a command: a SeelikeError exits with its message, RuntimeWarnings print after."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RuntimeWarning)
-        try:
-            yield
-        except SeelikeError as error:
-            _fail(error)
-    for warning in caught:
-        console.print(f"[yellow]warning:[/yellow] {warning.message}")
+    """Run an analysis for a command: a SeelikeError exits with its one-line message (warnings print as they come,
+    one line each: see :func:`seelike.console.one_line_messages`)."""
+    try:
+        yield
+    except SeelikeError as error:
+        _fail(error)
 
 
 @app.command()
@@ -502,52 +574,54 @@ def skips(
     models: Annotated[list[str], typer.Argument(help="one model (result in OUT) or several (OUT/<name>/ each), drawn side by side as in Fig 7")],
     out: OutOption = Path("runs/skips"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
-    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str = "cpu",
+    split: SplitOption = "test",
+    n: ImagesOption = None,
+    batch_size: BatchSizeOption = 256,
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (paper Fig 7), e.g. a ViT beside a ResNet."""
+    """Skip-connection norm ratios ‖skip‖/‖branch‖ per block (Raghu et al. 2021, Fig 7), e.g. a ViT beside a ResNet."""
     from seelike.analyses.skip_norms import skip_norm_ratios
     from seelike.plots import save_figures
+    from seelike.summaries import skip_summary
 
     out = _prepare_out(out)
     with _reporting():
         loaded = _load_models(models, device)
         dataset = _load_data(data, split, skip_bad_images)
         results = [_record_data(skip_norm_ratios(model, dataset, n=n, batch_size=batch_size, seed=seed), dataset) for model in loaded]
-    folders = [out if len(results) == 1 else out / result.metadata["model"] for result in results]
+    folders = [out if len(results) == 1 else _folder(out, result.metadata["model"]) for result in results]
+    results = [_with_summary(result, skip_summary(result)) for result in results]
     for result, folder in zip(results, folders):
         result.save(folder)
         lines = result.lines()
-        table = Table(title=f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}")
-        table.add_column("block")
-        for label in lines:
-            table.add_column(label, justify="right")
+        table = fitted_table(f"{result.metadata['model']}: ‖skip‖/‖branch‖ over {result.metadata['n']} images of {result.metadata['data']}",
+                             ("block",), list(lines))
         for row, block in enumerate(result.blocks):
             table.add_row(str(block), *(f"{values[row]:.3g}" for values in lines.values()))
         console.print(table)
+        over = "units" if result.structure == "residual" else "blocks, spatial tokens, attention and MLP"
+        console.print(f"median over {over}: {result.metadata['summary']['median_spatial_ratio']:.3g}")
     figures = save_figures(results, out)
     console.print(f"results: {', '.join(map(str, folders))}\nfigure: {figures['skip_norms'][0]}")
 
 
 @app.command()
 def localize(
-    model: str,
+    model: Annotated[str, typer.Argument(help="model spec (ViT, CNN or Mixer)")],
     out: OutOption = Path("runs/localize"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
-    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
-    batch_size: int = 256,
+    split: SplitOption = "test",
+    n: ImagesOption = None,
+    batch_size: BatchSizeOption = 256,
     layer: Annotated[Optional[list[str]], typer.Option("--layer", help="layer name or glob, repeatable (default: penultimate and last block)")] = None,
     positions: Annotated[Optional[list[str]], typer.Option("--positions", help="ROW,COL grid positions to draw, e.g. '0,0 0,3 3,3' (default: corner, edge, interior)")] = None,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Spatial localization (paper Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
+    """Spatial localization (Raghu et al. 2021, Fig 9-10): CKA of each top-layer token with the pixels of every input cell."""
     from seelike.analyses.localization import parse_positions, spatial_localization
     from seelike.plots import save_figures
 
@@ -579,17 +653,20 @@ def probe(
     readouts: Annotated[str, typer.Option(help="comma-separated: gap, cls, first, mean, tokens; or 'all' (the model's native readouts, Fig 11)")] = "gap",
     shots: Annotated[int, typer.Option(help="few-shot probes: images per class (0: none)")] = 10,
     samples: Annotated[int, typer.Option(help="few-shot draws, reported as mean ± std")] = 5,
-    batch_size: int = 256,
-    seed: int = 0,
-    device: str = "cpu",
+    batch_size: BatchSizeOption = 256,
+    seed: Annotated[int, typer.Option(help="seed of the image subsets, the few-shot draws and a held-out split")] = 0,
+    device: DeviceOption = "cpu",
     holdout: Annotated[Optional[float], typer.Option(help="test on a seeded, class-balanced FRACTION of the data held out from "
                                                      "training (default 0.2 when the data has no separate test split)")] = None,
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Linear probes per block: ridge regression to ±1 targets, full-data and few-shot (paper Fig 11, 13)."""
+    """Linear probes per block, full-data and few-shot (Raghu et al. 2021, Fig 11, 13).
+
+    Ridge regression to ±1 targets; prints each probe's mean over the middle blocks."""
     from seelike.analyses.probes import probe_layers
     from seelike.data import holdout_split, shared_images
     from seelike.plots import save_figures
+    from seelike.summaries import probe_columns, probe_summary
 
     out = _prepare_out(out)
     results = []
@@ -606,22 +683,40 @@ def probe(
         for model in _load_models(models, device):
             results.append(_record_data(probe_layers(model, train_set, test_set, n_train=n_train, n_test=n_test, batch_size=batch_size,
                                                      readouts=readouts, shots=shots or None, samples=samples, seed=seed), train_set, test_set))
+    summaries = {}
     for result in results:
-        folder = out if len(results) == 1 else out / result.model
+        folder = out if len(results) == 1 else _folder(out, result.model)
+        summary = summaries[result.model] = probe_summary(result)
+        result = _with_summary(result, summary)
         result.save(folder)
         figures = save_figures(result, folder)
         meta = result.metadata
-        table = Table(title=f"{result.model}: probe test accuracy per block, % (chance {100 * meta['chance']:.0f})")
-        table.add_column("block")
-        columns = [(r, "full") for r in result.readouts] + [(r, "few_shot") for r in result.few_shot_readouts]
-        for readout, regime in columns:
-            table.add_column(f"{readout}" + (f" {meta['shots']}-shot" if regime == "few_shot" else f" n={meta['n_train']}"), justify="right")
-        curves = [result.curve(readout, regime) for readout, regime in columns]
-        for row, block in enumerate(result.blocks):
-            table.add_row(str(block), *(f"{100 * a[row]:.1f}" + (f"±{100 * s[row]:.1f}" if s is not None else "") for a, s in curves))
-        console.print(table)
+        middle = summary["middle_blocks"]
+        for regime in ("full", "few_shot"):  # one table per regime: five readouts of both would not fit 80 columns
+            columns = [(readout, label) for readout, kind, label in probe_columns(result) if kind == regime]
+            if not columns:
+                continue
+            table = fitted_table(f"{result.model}: {'full-data' if regime == 'full' else 'few-shot'} probe test accuracy per block, % "
+                                 f"(chance {100 * meta['chance']:.0f})", ("block",), [label for _, label in columns])
+            curves = [result.curve(readout, regime) for readout, _ in columns]
+            for row, block in enumerate(result.blocks):
+                table.add_row(str(block), *(f"{100 * a[row]:.1f}" + (f"±{100 * s[row]:.1f}" if s is not None else "") for a, s in curves))
+            table.add_row(f"middle {middle[0]}-{middle[-1]}", *(f"{100 * summary['middle_block_accuracy'][label]:.1f}" for _, label in columns),
+                          style="bold")
+            console.print(table)
         console.print(f"{meta['n_test']} test images of {meta['data']}, {meta['seconds']:.1f} s\n"
-                      f"result: {folder / 'result.json'}\nfigure: {figures['probes'][0]}")
+                      f"result: {folder / 'result.json'} (summary under metadata.summary)\nfigure: {figures['probes'][0]}")
+    if len(results) > 1:
+        for regime in ("full", "few_shot"):
+            labels = list(dict.fromkeys(label for result in results for _, kind, label in probe_columns(result) if kind == regime))
+            if not labels:
+                continue
+            table = fitted_table(f"{'full-data' if regime == 'full' else 'few-shot'} probes: mean test accuracy over the middle blocks, % (Fig 13)",
+                                 ("model", "blocks"), labels)
+            for model, summary in summaries.items():
+                middle, accuracy = summary["middle_blocks"], summary["middle_block_accuracy"]
+                table.add_row(model, f"{middle[0]}-{middle[-1]}", *(_fixed(100 * accuracy[label] if label in accuracy else None, 1) for label in labels))
+            console.print(table)
     if len(results) > 1:
         readout = "gap" if all("gap" in r.readouts + r.few_shot_readouts for r in results) else (results[0].readouts + results[0].few_shot_readouts)[0]
         figures = save_figures(results, out, readout=readout)
@@ -635,15 +730,15 @@ def datascale(
     baseline: Annotated[str, typer.Option("--baseline", help="a second 100% model with another seed (e.g. zoo:vit-cls-seed1)")],
     out: OutOption = Path("runs/datascale"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
-    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
-    batch_size: int = 256,
+    split: SplitOption = "test",
+    n: ImagesOption = None,
+    batch_size: BatchSizeOption = 256,
     repeats: Annotated[int, typer.Option(help="reshuffled passes averaged (their spread gives the standard error)")] = 1,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (paper Fig 12)."""
+    """Per-block CKA of reduced-data models against the 100% model, with a seed baseline (Raghu et al. 2021, Fig 12)."""
     from seelike.analyses.data_scale import data_scale
     from seelike.plots import save_figures
     from seelike.validation import check_same_architecture
@@ -658,11 +753,11 @@ def datascale(
     result.save(out)
     figures = save_figures(result, out)
     meta = result.metadata
-    table = Table(title=f"CKA with {meta['reference']}, block by block (* = changed by data scale)")
-    table.add_column("block")
+    columns = []
     for model in [*result.models, meta["baseline"]]:
         fraction = result.fractions.get(model)
-        table.add_column(model + (f" ({fraction:.0%})" if fraction is not None else "") + (" (seed baseline)" if model == meta["baseline"] else ""), justify="right")
+        columns.append(model + (f" ({fraction:.0%})" if fraction is not None else "") + (" (seed baseline)" if model == meta["baseline"] else ""))
+    table = fitted_table(f"CKA with {meta['reference']}, block by block (* = changed by data scale)", ("block",), columns)
     for row, block in enumerate(result["blocks"]):
         cells = [f"{result['per_block_cka'][m, row]:.3f}" + ("*" if result["changed"][m, row] else "") for m in range(len(result.models))]
         table.add_row(str(block), *cells, f"{result['baseline'][row]:.3f} ± {result['baseline_standard_error'][row]:.2g}")
@@ -687,64 +782,70 @@ def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
 
 @app.command()
 def attention(
-    model: str,
+    model: Annotated[str, typer.Argument(help="a ViT spec (own, timm, torchvision or hf; Swin too)")],
     out: OutOption = Path("runs/attention"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
+    split: SplitOption = "test",
     n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split; the paper used 5,000)")] = None,
-    batch_size: int = 256,
+    batch_size: BatchSizeOption = 256,
     blocks: Annotated[Optional[str], typer.Option(help="blocks in the per-block figure, e.g. '0,3,5' (default: first, middle, last)")] = None,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
-    """Mean attention distance of every head of every block (Raghu et al. 2021, Fig 3; docs/methods.md §2)."""
+    """Mean attention distance and entropy of every head of every block (Raghu et al. 2021, Fig 3-4; docs/methods.md §2)."""
     from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, attention_distances
     from seelike.plots import save_figures
+    from seelike.summaries import attention_summary
     from seelike.validation import check_blocks, check_vit
 
     out = _prepare_out(out)
-    try:
+    with _reporting():
         chosen = _parse_blocks(blocks)
         loaded = _load_models([model], device)[0]
         check_vit(loaded, "MODEL")
         check_blocks(loaded, chosen)
         dataset = _load_data(data, split, skip_bad_images)
         result = _record_data(attention_distances(loaded, dataset, n=n, batch_size=batch_size, seed=seed), dataset)
-    except SeelikeError as error:
-        _fail(error)
+        summary = attention_summary(result)
+        result = _with_summary(result, summary)
     result.save(out)
     figures = save_figures(result, out, blocks=chosen)
     meta = result.metadata
     threshold = LOCAL_FRACTION * result.uniform_distance  # local: relative to uniform attention on this grid, not the image width
-    table = Table(title=f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}; "
-                        f"uniform attention gives {meta['uniform_distance']:.1f}; local heads: renormalised distance "
-                        f"< {threshold:.1f} px ({LOCAL_FRACTION:g} × uniform) and prefix mass < {MAX_PREFIX_MASS:g}")
-    for column in ("block", "mean distance", "min head", "max head", "local heads", "renormalised", "prefix mass"):
-        table.add_column(column, justify="right")
+    table = fitted_table(f"{meta['model']}: mean attention distance (px) over {meta['n']} images of {meta['data']}",
+                         ("block",), ("mean px", "min head", "max head", "local heads", "renorm. px", "prefix mass", "entropy"))
     shares = result.local_share()
+    entropy = summary.get("entropy_fraction_of_uniform_per_block")
     for row, block in enumerate(result.blocks):
         distance = result.distance[row]
-        table.add_row(str(block), f"{np.nanmean(distance):.2f}", f"{np.nanmin(distance):.2f}", f"{np.nanmax(distance):.2f}", f"{shares[row]:.0%}",
-                      f"{np.nanmean(result['renormalised'][row]):.2f}", f"{np.nanmean(result['prefix_mass'][row]):.3f}")
+        table.add_row(str(block), f"{summary['mean_distance_per_block_px'][row]:.2f}", f"{np.nanmin(distance):.2f}", f"{np.nanmax(distance):.2f}",
+                      f"{shares[row]:.0%}", f"{np.nanmean(result['renormalised'][row]):.2f}", f"{np.nanmean(result['prefix_mass'][row]):.3f}",
+                      _fixed(entropy[row] if entropy else None, 2))
     console.print(table)
-    console.print(f"result: {out / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+    console.print(f"uniform attention gives {meta['uniform_distance']:.1f} px; local heads: renormalised distance < {threshold:.1f} px "
+                  f"({LOCAL_FRACTION:g} × uniform) and prefix mass < {MAX_PREFIX_MASS:g}: {summary['local_heads']} of {summary['heads']}")
+    if entropy:
+        console.print(f"entropy of a query's attention as a fraction of uniform attention's (1: uniform), over heads: "
+                      f"{summary['entropy_fraction_of_uniform_min']:.2f}–{summary['entropy_fraction_of_uniform_max']:.2f}")
+    console.print(f"result: {out / 'result.json'} (summary under metadata.summary)\n"
+                  f"figures: {', '.join(str(paths[0]) for paths in figures.values())}")
 
 
 @app.command()
 def heads(
-    vit: str,
-    cnn: str,
+    vit: Annotated[str, typer.Argument(help="a ViT spec: its heads are sorted by attention distance")],
+    cnn: Annotated[str, typer.Argument(help="a CNN spec (e.g. zoo:resnet, timm:resnet50): its lower units are compared")],
     out: OutOption = Path("runs/heads"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
-    n: Annotated[Optional[int], typer.Option("--n", "--images", help="images (default: the whole split)")] = None,
-    batch_size: int = 256,
+    split: SplitOption = "test",
+    n: ImagesOption = None,
+    batch_size: BatchSizeOption = 256,
     block: Annotated[int, typer.Option(help="the ViT block whose heads are compared (the paper: the first)")] = 0,
     window: Annotated[Optional[int], typer.Option(help="heads per window (default: max(1, heads // 4))")] = None,
     cnn_blocks: Annotated[Optional[str], typer.Option(help="CNN units, e.g. '0,1,2' (default: the first half)")] = None,
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """CKA of windows of ViT heads (sorted by attention distance) with lower CNN units (Raghu et al. 2021, Fig 5; docs/methods.md §3)."""
@@ -784,14 +885,14 @@ def erf(
     models: Annotated[list[str], typer.Argument(help="one or more model specs; several are measured with one channel averaging")],
     out: OutOption = Path("runs/erf"),
     data: DataOption = "fashion-mnist",
-    split: str = "test",
+    split: SplitOption = "test",
     n: Annotated[int, typer.Option("--n", "--images", help="images averaged (the paper: 32)")] = 32,
-    batch_size: int = 32,
+    batch_size: BatchSizeOption = 32,
     blocks: Annotated[Optional[str], typer.Option(help="blocks, e.g. '0,2,5' (default: all)")] = None,
     pre_residual: Annotated[bool, typer.Option("--pre-residual", help="the residual branch only (ViT: MLP branch; ResNet: branch)")] = False,
     channels: Annotated[str, typer.Option(help="auto (exact when every model is narrow enough, else sum, the same for all) | exact (per-channel gradients) | sum (gradient of the channel sum)")] = "auto",
-    seed: int = 0,
-    device: str = "cpu",
+    seed: SeedOption = 0,
+    device: DeviceOption = "cpu",
     skip_bad_images: SkipBadImagesOption = False,
 ) -> None:
     """Effective receptive fields of each block's central position (Raghu et al. 2021, Fig 6; docs/methods.md §4).
@@ -813,15 +914,34 @@ def erf(
                                                            pre_residual=pre_residual, channels=mode, seed=seed), dataset)
                    for model in loaded]
     for model, result in zip(loaded, results):
-        directory = out if len(loaded) == 1 else out / model.name
+        directory = out if len(loaded) == 1 else _folder(out, model.name)
         result.save(directory)
         figures = save_figures(result, directory)
         meta = result.metadata
-        table = Table(title=f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
-                            f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px")
-        for column in ("layer", "radius 50% (px)", "radius 90% (px)"):
-            table.add_column(column, justify="right")
+        table = fitted_table(f"{meta['model']}: ERF {'pre-residual' if pre_residual else 'after the residual add'}, "
+                             f"{meta['n']} images, channels averaged: {meta['channel_average']}, input {meta['input_size'][1]}×{meta['input_size'][2]} px",
+                             ("layer",), ("radius 50% (px)", "radius 90% (px)"))
         for name, r50, s50, r90, s90 in zip(result.layer_names, result["radius_50"], result["radius_50_se"], result["radius_90"], result["radius_90_se"]):
             table.add_row(name, f"{r50:.1f} ± {s50:.1f}", f"{r90:.1f} ± {s90:.1f}")
         console.print(table)
         console.print(f"result: {directory / 'result.json'}\nfigures: {', '.join(str(paths[0]) for paths in figures.values())}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a `seelike study` folder (with results.json) or an analysis command's --out folder")],
+    table_format: Annotated[str, typer.Option("--format", help="csv (no extra packages) | parquet (needs pandas and pyarrow)")] = "csv",
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for the tables (default: RUN_DIR/tables)")] = None,
+) -> None:
+    """Tidy tables for pandas, R or a spreadsheet: a study's findings and numbers, or one result per model × layer × quantity."""
+    from seelike.export import tables_of, write_tables
+
+    if not run_dir.is_dir():
+        _fail(InvalidInputError(f"{run_dir} is not a folder; give a study's --out folder or an analysis command's"))
+    tables = tables_of(run_dir)
+    try:
+        written = write_tables(tables, out or run_dir / "tables", table_format)
+    except OSError as error:
+        _fail(OutputError(f"could not write the tables into {out or run_dir / 'tables'}: {error.strerror or error}; choose another --out"))
+    for path, rows in zip(written, tables.values()):
+        console.print(f"{path} ({len(rows)} rows)")

@@ -156,7 +156,9 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
         return reduce
 
     captures = [Capture(model, layers[model.name], grad=grad_mode, reduce=reducer(model.name)) for model in models if layers[model.name]]
-    meter = ThroughputMeter(progress if world()[0] == 0 else False, total)  # ranks other than 0 stay quiet
+    kinds = ", ".join(dict.fromkeys(accumulator.kind.replace("_", " ") for accumulator in accumulators if accumulator.kind))
+    meter = ThroughputMeter(progress if world()[0] == 0 else False, total,  # ranks other than 0 stay quiet
+                            f"{kinds}: images" if kinds else "images")
     try:
         for capture in captures:
             capture.__enter__()

@@ -67,6 +67,13 @@ class Result:
     def __getitem__(self, key: str) -> np.ndarray:
         return self.arrays[key]
 
+    def to_frame(self) -> Any:
+        """This result as a tidy pandas DataFrame: one row per model × layer × quantity × index, with its value
+        (bootstrap draws left out; see :mod:`seelike.export`). Needs pandas (``pip install pandas``)."""
+        from seelike.export import RESULT_COLUMNS, frame, result_rows
+
+        return frame(result_rows(self), RESULT_COLUMNS)
+
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``result.npz`` and ``result.json`` into ``directory`` (created if missing).
 

@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from seelike.capture import ThroughputMeter
 from seelike.data import load_dataset
 from seelike.errors import CheckpointError, InvalidInputError, SeelikeError
 from seelike.models import build_module, check_state_keys, resolve_device, save_checkpoint
@@ -101,8 +102,9 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, directory: str | Path, on_epoch: Callable[[dict], None] | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", progress: bool = True) -> None:
         self.config = config
+        self.progress = progress  # within an epoch: a bar on a terminal, else a line every 10 s (seelike.progress)
         self.device = training_device(device)
         self.directory = Path(directory)
         self.on_epoch = on_epoch
@@ -222,10 +224,10 @@ class Trainer:
         config = self.config
         self.module.train()
         order, generator = self._epoch_batches(self.epoch)
-        started, losses, seen = time.perf_counter(), [], 0
-        for batch in range(self.steps_per_epoch):
-            if self.step >= self.total_steps:
-                break
+        started, losses, seen, correct = time.perf_counter(), [], 0, 0
+        steps = min(self.steps_per_epoch, self.total_steps - self.step)
+        meter = ThroughputMeter(None if self.progress else False, steps * config.batch_size, f"epoch {self.epoch + 1}: images")
+        for batch in range(steps):
             indices = order[batch * config.batch_size : (batch + 1) * config.batch_size]
             images = augment_batch(self.train_set.images(indices), config.augment, generator).to(self.device, non_blocking=True)
             labels = self.train_set.labels[indices].to(self.device, non_blocking=True)
@@ -238,12 +240,18 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             losses.append(loss.item())
+            correct += (logits.argmax(dim=1) == labels).sum().item()
             seen += len(indices)
             self.step += 1
+            meter.update(len(indices))
+        meter.close()
         seconds = time.perf_counter() - started
         self.train_seconds += seconds
         self.epoch += 1
-        record = {"epoch": self.epoch, "step": self.step, "loss": sum(losses) / max(1, len(losses)), "images_per_second": seen / max(seconds, 1e-9)}
+        record = {"epoch": self.epoch, "epochs": -(-self.total_steps // self.steps_per_epoch), "step": self.step,
+                  "loss": sum(losses) / max(1, len(losses)), "accuracy": correct / max(1, seen),  # on the augmented batches
+                  "seconds": seconds, "images_per_second": seen / max(seconds, 1e-9),
+                  "seconds_left": (self.total_steps - self.step) * seconds / max(1, steps)}
         self.history.append(record)
         return record
 

@@ -33,6 +33,7 @@ __all__ = [
     "AttentionDistance",
     "AttentionDistanceResult",
     "attention_distances",
+    "attention_entropy",
     "mean_attention_distance",
     "patch_distances",
     "prefix_attention_mass",
@@ -86,6 +87,15 @@ def _per_query(attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix_
     return distance, renormalised, prefix_mass
 
 
+def attention_entropy(attn: Tensor, num_prefix_tokens: int = 1) -> Tensor:
+    """Entropy of each patch query's attention over all T keys as a fraction of uniform attention's (log T)
+    [B, H, P]: 1 for uniform attention, near 0 for attention on one token."""
+    attn = attn if attn.dtype in (torch.float32, torch.float64) else attn.float()
+    queries = attn[:, :, num_prefix_tokens:, :]
+    entropy = -(queries * queries.clamp_min(torch.finfo(attn.dtype).tiny).log()).sum(dim=-1)
+    return entropy / np.log(attn.shape[-1])
+
+
 def mean_attention_distance(
     attn: Tensor, grid: tuple[int, int], patch_size: int, num_prefix_tokens: int = 1, renormalise: bool = False
 ) -> Tensor:
@@ -111,7 +121,7 @@ def _stack_heads(sums: list[Tensor]) -> Tensor:
 
 @dataclass(frozen=True)
 class AttentionDistanceResult(Result):
-    """Arrays ``distance``, ``renormalised``, ``prefix_mass`` [blocks, heads] and ``blocks`` [blocks];
+    """Arrays ``distance``, ``renormalised``, ``prefix_mass``, ``entropy`` [blocks, heads] and ``blocks`` [blocks];
     metadata: model, data, n, seed, patch size, grid, prefix tokens, image width, uniform reference."""
 
     kind: ClassVar[str] = "attention_distance"
@@ -193,31 +203,34 @@ class AttentionDistance(Accumulator):
         self.layouts = {f"{model.name}/{layer.name}": model.layout_of(layer) for layer in layers}
         self.add_state("sums")  # [blocks, 3, heads] float64 on the CPU, shaped by the first batch; NaN beyond a block's heads
         self.add_state("rows", torch.zeros(len(layers), dtype=torch.int64))  # query rows (images × windows × patches) per block
+        self.add_state("entropy")  # [blocks, heads] summed normalised entropy of the query rows (NaN beyond a block's heads)
         self.add_state("per_image", reduce="cat")  # [images, blocks, 3, heads] per-image means (NaN-padded heads): the bootstrap
 
     def layers(self) -> dict[str, list[Layer]]:
         return {self.model.name: self.attention}
 
-    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, int, Tensor]:
+    def reduce(self, key: str, attn: Tensor) -> tuple[Tensor, int, Tensor, Tensor]:
         """Attention probabilities [B, H, T, T] -> summed distance, renormalised distance, prefix mass [3, H],
-        the number of query rows (B is images, or images × windows for window attention), and the per-map
-        sums [B, 3, H] (for the bootstrap over images)."""
+        the number of query rows (B is images, or images × windows for window attention), the per-map
+        sums [B, 3, H] (for the bootstrap over images) and the summed normalised entropy [H]."""
         layout = self.layouts[key]
         terms = _per_query(attn, layout.grid, layout.patch_size, layout.num_prefix_tokens)
         summed = torch.stack([term.sum(dim=(0, 2)) for term in terms]).to("cpu", torch.float64)
         per_map = torch.stack([term.sum(dim=2) for term in terms], dim=1).to("cpu", torch.float64)
-        return summed, attn.shape[0] * layout.num_patches, per_map
+        entropy = attention_entropy(attn, layout.num_prefix_tokens).sum(dim=(0, 2)).to("cpu", torch.float64)
+        return summed, attn.shape[0] * layout.num_patches, per_map, entropy
 
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         """Add one batch: the per-head sums of every tracked block (see :meth:`reduce`), and each image's means."""
-        sums, rows, per_map = zip(*(activation(activations, self.model, layer) for layer in self.attention))
+        sums, rows, per_map, entropy = zip(*(activation(activations, self.model, layer) for layer in self.attention))
         images = len(batch)
         per_image = []
         for block_maps, block_rows in zip(per_map, rows):  # windows of one image are consecutive (image-major)
             per_image.append(block_maps.reshape(images, -1, *block_maps.shape[1:]).sum(dim=1) / (block_rows / images))
         heads = max(p.shape[-1] for p in per_image)
         per_image = torch.stack([torch.nn.functional.pad(p, (0, heads - p.shape[-1]), value=float("nan")) for p in per_image], dim=1)
-        self.accumulate(sums=_stack_heads(list(sums)), rows=torch.tensor(rows, dtype=torch.int64), per_image=per_image)
+        self.accumulate(sums=_stack_heads(list(sums)), rows=torch.tensor(rows, dtype=torch.int64), per_image=per_image,
+                        entropy=_stack_heads([term[None] for term in entropy])[:, 0])
         self.count(batch)
 
     def compute(self) -> AttentionDistanceResult:
@@ -227,6 +240,7 @@ class AttentionDistance(Accumulator):
             "distance": means[:, 0],
             "renormalised": means[:, 1],
             "prefix_mass": means[:, 2],
+            "entropy": (self.state("entropy") / self.state("rows")[:, None]).numpy(),
             "blocks": np.array([layer.block for layer in self.attention]),
             "block_patch_size": np.array([layout.patch_size for layout in self.layouts.values()]),
             "block_uniform_distance": np.array([uniform_attention_distance(l.grid, l.patch_size) for l in self.layouts.values()]),
@@ -248,6 +262,8 @@ class AttentionDistance(Accumulator):
             "prefix_tokens": "dropped as queries and keys; distance not renormalised (renormalised array beside it)",
             "unit": "pixels",
             "uncertainty": "bootstrap over images (seed 0): *_bootstrap [draws, blocks, heads], *_se their standard deviation",
+            "entropy": "per head, mean over images and query patches of the entropy of the query's attention over all "
+                       "tokens divided by log(tokens): 1 is uniform attention",
             "local_head": f"renormalised distance < {LOCAL_FRACTION} x uniform distance and prefix mass < {MAX_PREFIX_MASS}",
         }
         return AttentionDistanceResult(arrays=arrays, metadata=computed)

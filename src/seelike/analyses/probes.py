@@ -50,6 +50,7 @@ from seelike.models.model import Layer, Model
 from seelike.results import Result
 
 __all__ = [
+    "middle_blocks",
     "LAMBDAS",
     "READOUTS",
     "FittedProbes",
@@ -503,6 +504,11 @@ def _warn_memory(model: Model, layers: Sequence[Layer], readouts: Sequence[str],
 
 # ---------------------------------------------------------------------------------------------
 # Result
+
+
+def middle_blocks(blocks: int) -> slice:
+    """The middle half of ``blocks`` blocks (Fig 13's intermediate layers): 1..3 of 6, 2..5 of 8."""
+    return slice(blocks // 4, max(blocks // 4 + 1, 3 * blocks // 4))
 
 
 @dataclass(frozen=True)

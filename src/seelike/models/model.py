@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -35,15 +36,32 @@ def short_name(spec: str) -> str:
     return f"{name}-random" if "init=random" in query.split("&") else name
 
 
+def spec_source(spec: str) -> str:
+    """Where a spec comes from: its scheme (``timm:resnet18`` → ``timm``), or a checkpoint path's folder name."""
+    scheme, colon, _ = spec.partition(":")
+    if colon and scheme.isalpha() and len(scheme) > 1:  # not a Windows drive letter
+        return scheme
+    parent = Path(spec.partition("?")[0]).parent.name
+    return parent or "."
+
+
 def unique_names(specs: list[str] | tuple[str, ...]) -> dict[str, str]:
-    """Short names for several specs, distinct even when two specs share a short name
-    (``seelike:vit?seed=1`` and ``seelike:vit`` become ``vit[seed=1]`` and ``vit``)."""
+    """Short names for several specs, distinct even when two specs share a short name: the query items that differ
+    come in brackets and a differing source in parentheses (``seelike:vit?seed=1`` beside ``seelike:vit`` is
+    ``vit[seed=1]``; ``timm:resnet18`` beside ``torchvision:resnet18`` is ``resnet18 (timm)``). A name no other spec
+    shares stays :func:`short_name`, so the study's zoo names are stable."""
     specs = list(dict.fromkeys(specs))
     names = {spec: short_name(spec) for spec in specs}
-    for spec in specs:
-        if sum(name == names[spec] for name in names.values()) > 1 and "?" in spec:
-            query = "&".join(item for item in spec.partition("?")[2].split("&") if item != "init=random")
-            names[spec] = f"{names[spec]}[{query}]" if query else names[spec]
+    for name in set(names.values()):
+        group = [spec for spec in specs if names[spec] == name]
+        if len(group) < 2:
+            continue
+        queries = {spec: [item for item in spec.partition("?")[2].split("&") if item and item != "init=random"] for spec in group}
+        shared = set.intersection(*(set(items) for items in queries.values()))
+        sources = {spec: spec_source(spec) for spec in group}
+        for spec in group:
+            differing = "&".join(item for item in queries[spec] if item not in shared)
+            names[spec] = name + (f"[{differing}]" if differing else "") + (f" ({sources[spec]})" if len(set(sources.values())) > 1 else "")
     clashes = sorted({name for name in names.values() if list(names.values()).count(name) > 1})
     if clashes:
         raise InvalidInputError(f"these model specs get the same name {clashes}; give them distinct specs")

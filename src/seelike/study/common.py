@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,31 @@ def png(paths: Mapping[str, list[Path]] | list[Path]) -> list[Path]:
     """The PNG of each saved figure (save_figures writes PNG and SVG)."""
     groups = paths.values() if isinstance(paths, Mapping) else [paths]
     return [path for group in groups for path in group if path.suffix == ".png"]
+
+
+def is_baseline(role: str) -> bool:
+    """Whether a study role names a baseline model: a random-init twin (``random_*``) or a second seed (``*_seed1``)."""
+    return role.startswith("random_") or role.endswith("_seed1")
+
+
+def by_role(written: Mapping[str, list[Path]]) -> tuple[list[Path], list[Path]]:
+    """Figures saved per role, split into those of trained models and those of baseline models."""
+    return ([p for role, paths in written.items() if not is_baseline(role) for p in paths],
+            [p for role, paths in written.items() if is_baseline(role) for p in paths])
+
+
+def baseline_heatmaps(result: CKAResult, names: Mapping[str, str]) -> list[str]:
+    """The figure names of a CKA result's heatmaps that involve a baseline model of the step's ``{role: name}``."""
+    from seelike.plots import cka_heatmaps
+
+    baselines = {name for role, name in names.items() if is_baseline(role)}
+    return [figure for figure, pair in cka_heatmaps(result).items() if baselines & set(pair)]
+
+
+def split_saved(saved: Mapping[str, list[Path]], baseline: Collection[str]) -> tuple[list[Path], list[Path]]:
+    """The PNGs of saved figures (``{figure name: paths}``) split into those not named in ``baseline`` and those named."""
+    return ([p for name, paths in saved.items() if name not in baseline for p in png(paths)],
+            [p for name, paths in saved.items() if name in baseline for p in png(paths)])
 
 
 def rounded(values: Any, digits: int = 4) -> Any:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import platform
 import shutil
 import time
@@ -48,9 +49,14 @@ MIN_BATCH_SIZE = 4  # the unbiased HSIC of minibatch CKA needs at least 4 images
 
 @dataclass
 class Section:
-    """What a step contributes to the report."""
+    """What a step contributes to the report.
+
+    ``figures`` answer the step's question and lead its section; ``baseline_figures`` involve its
+    baseline models (random-init twins, second seeds) and are shown folded away under "Baselines".
+    """
 
     figures: list[Path] = field(default_factory=list)
+    baseline_figures: list[Path] = field(default_factory=list)
     numbers: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     text: str = ""
@@ -243,7 +249,7 @@ def run_study(
     if not writes:
         return outcomes
     document = results_document(outcomes, settings, environment(settings, total))
-    atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=True))
+    atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=False))
     write_report(document, out / "report")
     return outcomes
 
@@ -341,46 +347,92 @@ def environment(settings: StudySettings, seconds: float) -> dict[str, Any]:
     }
 
 
-RESULTS_SCHEMA_VERSION = 2
+RESULTS_SCHEMA_VERSION = 3
 
 
 def results_document(outcomes: Sequence[StepOutcome], settings: StudySettings, environment: Mapping[str, Any]) -> dict[str, Any]:
-    """Every number of the study as one JSON-ready document (the report renders from it alone).
+    """Every number of the study as one standard-JSON document (the report renders from it alone).
 
-    Schema 2: ``settings``, ``environment``, ``summary`` (count of each verdict), ``questions``, and
-    per step: question, title, models by role, baselines, status, seconds, error, note, cache folder,
-    text, figures (paths relative to the report folder), numbers (JSON numbers or arrays) and findings
-    (every field of :class:`~seelike.study.verdicts.Finding`).
+    Schema 3 (standard JSON: no NaN or Infinity, which are written as ``null``):
+
+    * ``schema_version`` (3), ``settings`` (data, split, n, batch_size, seed, device), ``environment``
+      (versions, device, total_seconds, finished);
+    * ``summary``: the count of each verdict over every finding (held, also at baseline, not held, not measured);
+    * ``questions``: {RQ: question}; ``paper``: {citation, title, url, sections: {RQ: "§4, Fig. 1, 2"}};
+    * ``steps``: {name: step}, each with ``question``, ``title``, ``analysis``, ``models`` {role: spec},
+      ``baselines`` {role: what it is}, ``status`` (ok, cached, error, skipped), ``seconds``, ``error``,
+      ``note``, ``cache`` (its result folder, readable with :func:`seelike.results.load_result`), ``text``, and
+
+      - ``figures``: a list of {path (relative to the report folder), baseline (true: involves a
+        baseline model), width, height (pixels; null when unknown)};
+      - ``numbers``: {key: number, list of numbers (per block or per layer) or list of names};
+        ``null`` where a value is undefined (NaN) or infinite;
+      - ``labels``: {key: {quantity, arguments, subject, label, unit}} for every key of ``numbers``
+        (:mod:`seelike.study.labels`);
+      - ``findings``: a list of every field of :class:`~seelike.study.verdicts.Finding` (claim, rule,
+        measured, verdict, trained, trained_se, baseline, baseline_se, baseline_kind,
+        baseline_measured, threshold, margin, why) and ``non_finite``: {field: "nan" | "inf" | "-inf"}
+        for the fields that are ``null`` because they are undefined (NaN: the verdict says "not
+        measured") or infinite (e.g. a skip ratio over a branch that is exactly zero; the verdict was
+        judged on the infinite value).
     """
+    from seelike.study.labels import PAPER_CITATION, PAPER_SECTIONS, PAPER_TITLE, PAPER_URL
     from seelike.study.verdicts import VERDICTS
 
     findings = [f for o in outcomes if o.section for f in o.section.findings]
-    return {
+    return _jsonable({
         "schema_version": RESULTS_SCHEMA_VERSION,
         "settings": asdict(settings),
         "environment": dict(environment),
         "summary": {verdict: sum(f.verdict == verdict for f in findings) for verdict in VERDICTS},
         "questions": QUESTIONS,
-        "steps": {
-            outcome.step.name: {
-                "question": outcome.step.question,
-                "title": outcome.step.title,
-                "analysis": outcome.step.analysis,
-                "models": dict(outcome.step.models),
-                "baselines": dict(outcome.step.baselines),
-                "status": outcome.status,
-                "seconds": outcome.seconds,
-                "error": outcome.error,
-                "note": outcome.note,
-                "cache": str(outcome.cache_dir) if outcome.cache_dir else None,
-                "text": outcome.section.text if outcome.section else "",
-                "figures": [_relative_figure(path) for path in outcome.section.figures] if outcome.section else [],
-                "numbers": _jsonable(outcome.section.numbers) if outcome.section else {},
-                "findings": [_jsonable(asdict(f)) for f in outcome.section.findings] if outcome.section else [],
-            }
-            for outcome in outcomes
-        },
+        "paper": {"citation": PAPER_CITATION, "title": PAPER_TITLE, "url": PAPER_URL, "sections": PAPER_SECTIONS},
+        "steps": {outcome.step.name: _step_document(outcome) for outcome in outcomes},
+    })
+
+
+def _step_document(outcome: StepOutcome) -> dict[str, Any]:
+    from seelike.study.labels import describe
+
+    section = outcome.section or Section()
+    figures = [(path, False) for path in section.figures] + [(path, True) for path in section.baseline_figures]
+    labels = {key: describe(key) for key in section.numbers}
+    return {
+        "question": outcome.step.question,
+        "title": outcome.step.title,
+        "analysis": outcome.step.analysis,
+        "models": dict(outcome.step.models),
+        "baselines": dict(outcome.step.baselines),
+        "status": outcome.status,
+        "seconds": outcome.seconds,
+        "error": outcome.error,
+        "note": outcome.note,
+        "cache": str(outcome.cache_dir) if outcome.cache_dir else None,
+        "text": section.text,
+        "figures": [{"path": _relative_figure(path), "baseline": baseline, **_png_size(path)} for path, baseline in figures],
+        "numbers": section.numbers,
+        "labels": {key: {"quantity": d.quantity, "arguments": d.arguments, "subject": d.subject, "label": d.label, "unit": d.unit}
+                   for key, d in labels.items()},
+        "findings": [_finding_document(f) for f in section.findings],
     }
+
+
+def _finding_document(finding: Finding) -> dict[str, Any]:
+    """A finding's fields, plus ``non_finite``: the fields that are NaN or ±inf (null in JSON) by name, as text."""
+    fields = asdict(finding)
+    return {**fields, "non_finite": {key: str(value) for key, value in fields.items() if isinstance(value, float) and not math.isfinite(value)}}
+
+
+def _png_size(path: Path) -> dict[str, int | None]:
+    """A PNG's width and height from its header (None when the file is not a readable PNG), so the report can lay it out."""
+    try:
+        with open(path, "rb") as f:
+            header = f.read(24)
+    except OSError:
+        header = b""
+    if len(header) < 24 or header[:8] != b"\x89PNG\r\n\x1a\n":
+        return {"width": None, "height": None}
+    return {"width": int.from_bytes(header[16:20], "big"), "height": int.from_bytes(header[20:24], "big")}
 
 
 def _relative_figure(path: Path) -> str:
@@ -393,7 +445,7 @@ def _relative_figure(path: Path) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    """Numbers stay numbers (NaN and inf as JSON's NaN / Infinity), arrays become lists, paths strings."""
+    """Standard JSON: numbers stay numbers, NaN and ±inf become None, arrays lists, paths and other objects strings."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -401,7 +453,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)

@@ -49,7 +49,7 @@ def random_init(spec: str) -> str:
 
 
 def build_steps(models: dict[str, str]) -> list[StudyStep]:
-    """The study's steps over the models named per role (PAPER.md: RQ1-RQ5)."""
+    """The study's steps over the models named per role (research questions RQ1-RQ5 of Raghu et al. 2021)."""
     missing = sorted({"vit", "vit_gap", "resnet", "mixer"} - set(models))
     if missing:
         from seelike.errors import InvalidInputError

@@ -14,7 +14,7 @@ import numpy as np
 
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, png, rounded
+from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import judge
 
@@ -53,7 +53,9 @@ def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str
 
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq1", names=list(cka_heatmaps(result))))
+    baseline = baseline_heatmaps(result, names)
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq1", names=list(cka_heatmaps(result)))
+    figures, baseline_figures = split_saved(saved, baseline)
     draws = CKADraws(result, "rq1")
     numbers = {f"uniformity[{m}]": rounded(uniformity(result, result.matrix, m)) for m in result.models}
     trained, random = _pairs(result, names, "vit", "resnet"), _pairs(result, names, "random_vit", "random_resnet")
@@ -98,7 +100,7 @@ def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | Non
             "mean best CKA against any ResNet layer: the other ViT layers' minus the top third's > 2 SE",
             f"{top_best:.3f} (top third) vs {rest_best:.3f} (rest)", quantity(top, trained), quantity(top, random),
             baseline_measured=f"{base[0]:.3f} vs {base[1]:.3f}" if base else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text=f"Minibatch CKA (unbiased HSIC) between block outputs, n={result.metadata.get('n')}, batch {result.metadata.get('batch_size')}.")
 
 

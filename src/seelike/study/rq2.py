@@ -16,7 +16,7 @@ from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS,
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, bootstrap_quantity, png, rounded
+from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, by_role, is_baseline, png, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -40,7 +40,8 @@ def heads_text(result: Any, block: int) -> str:
 
 def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() for p in png(save_figures(r, figures_dir / "rq2" / f"attention_{names[role]}"))])
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"attention_{names[role]}")) for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"mean_distance_px[{names[role]}]"] = rounded(r.distance.mean(axis=1), 3)
@@ -72,8 +73,8 @@ def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_di
             f"local heads: first {r.local_share()[0]:.0%}, last {r.local_share()[-1]:.0%}; first-block heads {heads_text(r, 0)}",
             mix(r), mix(random) if random else None,
             baseline_measured=f"local heads: first {random.local_share()[0]:.0%}, last {random.local_share()[-1]:.0%}" if random else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Mean attention distance per head (PAPER.md §2): prefix tokens dropped as queries and keys, not renormalised; "
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="Mean attention distance per head (Raghu et al. 2021, §5.1): prefix tokens dropped as queries and keys, not renormalised; "
                         "the attention mass on prefix tokens beside each head. Uncertainty: bootstrap over images.")
 
 
@@ -90,8 +91,8 @@ def first_block(result: Any) -> int:
 
 def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(save_figures(r, figures_dir / "rq2" / f"erf_{names[role]}"))])
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"erf_{names[role]}")) for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for key in ("radius_50", "radius_90", "outside_patch"):
@@ -147,9 +148,9 @@ def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figu
             growth(cnn), growth(rc) if rc is not None else None,
             baseline_measured=f"radii {', '.join(f'{x:.1f}' for x in rc['radius_50'][first_block(rc):])} px" if rc is not None else ""))
     channel = next(iter(results.values())).metadata.get("channel_average")
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text=f"Effective receptive fields |∂y_c(centre)/∂x| after the residual add, channels averaged by one estimator for every model "
-                        f"({channel}), patch embedding first, normalised to [0, 1] (PAPER.md §4). Uncertainty: bootstrap over the images.")
+                        f"({channel}), patch embedding first, normalised to [0, 1] (Raghu et al. 2021, §5.3). Uncertainty: bootstrap over the images.")
 
 
 # -- Fig 7: skip connections -------------------------------------------------------------------------------
@@ -179,8 +180,10 @@ def phase_change(result: Any) -> Quantity:
 
 def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    trained = [r for role, r in results.items() if not role.startswith("random")]
+    trained = [r for role, r in results.items() if not is_baseline(role)]
+    baselines = [r for role, r in results.items() if is_baseline(role)]
     figures = [] if figures_dir is None else png(save_figures(trained, figures_dir / "rq2"))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_figures(baselines, figures_dir / "rq2", names={"skip_norms": "skip_norms_baselines"}))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
@@ -203,8 +206,8 @@ def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: P
                 "mean log(CLS ratio / spatial ratio) of the MLP skips, first half of the blocks minus the second half > 2 SE",
                 f"{phase_change(results['vit']).value:.2f}", phase_change(results["vit"]), phase_change(random) if random else None,
                 baseline_measured=f"{phase_change(random).value:.2f}" if random else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Ratio of the norms of the skip path and the branch per block (PAPER.md §5); CLS = token 0, spatial = mean over the rest. "
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="Ratio of the norms of the skip path and the branch per block (Raghu et al. 2021, §6); CLS = token 0, spatial = mean over the rest. "
                         "Uncertainty: bootstrap over images.")
 
 
@@ -242,7 +245,7 @@ def head_similarity_section(bundle: ResultBundle, names: Mapping[str, str], figu
         spearman_quantity(result, "vit"), spearman_quantity(random, "random") if random is not None else None,
         baseline_measured=f"Spearman {np.nanmean(random['spearman']):.2f}" if random is not None else "", degenerate=degenerate)]
     return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (PAPER.md §3).")
+                   text="Windows of consecutive heads of the first block, sorted by attention distance, against the lower ResNet units by minibatch CKA (Raghu et al. 2021, §5.2).")
 
 
 # -- Fig 8: no skips --------------------------------------------------------------------------------------
@@ -254,8 +257,9 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
     from seelike.models.zoo import manifests
 
     seed = names.get("vit_seed1")
-    shown = [name for name, (model, other) in cka_heatmaps(result).items() if other is None and model != seed]
-    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq2" / "noskip", names=shown))
+    shown = [name for name, (model, other) in cka_heatmaps(result).items() if other is None]
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq2" / "noskip", names=shown)
+    figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     draws = CKADraws(result, "rq2_no_skip")
     shipped = manifests()
     numbers: dict[str, Any] = {}
@@ -284,8 +288,8 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
         spec_names = {role_: names[role_] for role_ in ("vit", role, "vit_seed1") if role_ in names}
         if all(n in shipped for n in (spec_names.get("vit"), spec_names.get(role))):
             findings.append(accuracy_cost(shipped, spec_names["vit"], spec_names[role], spec_names.get("vit_seed1"), block))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="ViTs trained with both skip connections of one block removed (PAPER.md §5, Fig 8).")
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="ViTs trained with both skip connections of one block removed (Raghu et al. 2021, §6, Fig. 8).")
 
 
 def _neighbour(result: CKAResult, matrix: np.ndarray, model: str, block: int) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 
 from seelike.plots import save_figures
 from seelike.results import ResultBundle
-from seelike.study.common import png, rounded
+from seelike.study.common import by_role, png, rounded
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -37,8 +37,9 @@ def gap_quantity(result: Any, key: str, layer: int = 0) -> Quantity:
 
 def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(save_figures(r, figures_dir / "rq3", names={"localization": f"localization_{names[role]}"}))])
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"localization": f"localization_{names[role]}"}))
+                                              for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"share_first[{names[role]}]"] = rounded(r["share_first"])
@@ -61,8 +62,8 @@ def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures
             findings.append(judge(claim, rule, f"{gaps[a].value:.3f} ({names[a]}) vs {gaps[b].value:.3f} ({names[b]})",
                                   compare(a, b), compare(ra, rb),
                                   baseline_measured=f"{gaps[ra].value:.3f} vs {gaps[rb].value:.3f}" if ra in gaps and rb in gaps else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="CKA over images between a token at position p and the input patch at every q, at the penultimate and last blocks (PAPER.md §6).")
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="CKA over images between a token at position p and the input patch at every q, at the penultimate and last blocks (Raghu et al. 2021, §7).")
 
 
 # -- Fig 11: probes --------------------------------------------------------------------------------------------
@@ -98,8 +99,9 @@ def first_token_catch_up(result: Any, key: str) -> Quantity:
 
 def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() if not role.startswith("random")
-               for p in png(save_figures(r, figures_dir / "rq3", names={"probes": f"probes_{names[role]}"}))])
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"probes": f"probes_{names[role]}"}))
+                                              for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for readout in r.readouts:
@@ -141,9 +143,9 @@ def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: 
             first_token_catch_up(r, "vit_gap"), random,
             baseline_measured=f"{random.value:.2%}" if random else ""))
     n_train = next(iter(results.values())).metadata.get("n_train")
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text=f"Closed-form ridge probes on {n_train} training images (at most the study's n), scored on the test images; "
-                        "the ridge grid widens where the chosen λ sits at its edge (PAPER.md §7).")
+                        "the ridge grid widens where the chosen λ sits at its edge (Raghu et al. 2021, §7, Fig. 11).")
 
 
 def steps(models: Mapping[str, str], random_init: Callable[[str], str]) -> list[StudyStep]:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from seelike.analyses.probes import middle_blocks
 from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
-from seelike.study.common import png, rounded
+from seelike.study.common import by_role, is_baseline, png, rounded
 from seelike.study.engine import Section, StudyStep
 from seelike.study.rq2 import local_share_quantity
 from seelike.study.verdicts import Quantity, judge
@@ -49,7 +50,7 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
             f"{row[0]:.3f} (first block) → {row[-1]:.3f} (last block); changed beyond 2 SE of the seed baseline: blocks {result.changed_blocks(smallest)}",
             trained, baseline, baseline_kind="second seed", baseline_measured=f"second seed {seed[0]:.3f} → {seed[-1]:.3f}")]
         return Section(figures=figures, numbers=numbers, findings=findings,
-                       text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (PAPER.md §7).")
+                       text="Per-block CKA of ViTs trained on less data against the 100% model, beside a second-seed 100% model (Raghu et al. 2021, §8, Fig. 12).")
 
     return section
 
@@ -57,8 +58,9 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
 # -- Fig 4: attention distance and data ---------------------------------------------------------------------------
 def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    figures = [] if figures_dir is None else ([p for role, r in results.items() if role != "vit_seed1"
-               for p in png(save_figures(r, figures_dir / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))])
+    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))
+                                              for role, r in results.items()}
+    figures, baseline_figures = by_role(written)
     numbers: dict[str, Any] = {f"share_local_first_block[{names[role]}]": rounded(r.local_share()[0]) for role, r in results.items()}
     numbers.update({f"mean_distance_first_block_px[{names[role]}]": rounded(r.distance[0].mean(), 3) for role, r in results.items()})
     findings = []
@@ -78,14 +80,12 @@ def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], f
             trained, baseline, baseline_kind="second seed",
             baseline_measured=f"second seed: {seed.local_share()[0]:.0%} local" if seed is not None else "",
             degenerate="no model has a local head in its first block, so there is no share of local heads to compare" if no_local else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="Mean attention distance per head of ViTs trained on 100% and less of the data (PAPER.md §2, Fig 4).")
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="Mean attention distance per head of ViTs trained on 100% and less of the data (Raghu et al. 2021, §5.1, Fig. 4).")
 
 
 # -- Fig 13: few-shot probes ------------------------------------------------------------------------------------
-def middle_slice(blocks: int) -> slice:
-    """The middle half of the blocks (Fig 13's intermediate layers)."""
-    return slice(blocks // 4, max(blocks // 4 + 1, 3 * blocks // 4))
+middle_slice = middle_blocks  # the middle half of the blocks (Fig 13's intermediate layers), as `seelike probe` prints it
 
 
 def middle_accuracy(result: Any, key: str) -> Quantity:
@@ -98,9 +98,12 @@ def middle_accuracy(result: Any, key: str) -> Quantity:
 
 def probe_comparison_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    shown = [r for role, r in results.items() if not role.endswith("seed1") and not role.startswith("random")]
-    figures = [] if figures_dir is None else png(save_figures(shown, figures_dir / "rq4", names={"probe_comparison": "probes"}, readout="gap",
-                                                                 regime="few_shot", comparison=True))
+    shown = [r for role, r in results.items() if not is_baseline(role)]
+    baselines = [r for role, r in results.items() if is_baseline(role)]
+    options = dict(readout="gap", regime="few_shot", comparison=True)
+    figures = [] if figures_dir is None else png(save_figures(shown, figures_dir / "rq4", names={"probe_comparison": "probes"}, **options))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_figures(
+        baselines, figures_dir / "rq4", names={"probe_comparison": "probes_baselines"}, **options))
     middle = {role: middle_accuracy(r, role) for role, r in results.items()}
     numbers: dict[str, Any] = {f"few_shot_accuracy[{names[role]}]": rounded(r.curve("gap", "few_shot")[0]) for role, r in results.items()}
     numbers.update({f"few_shot_accuracy_middle_blocks[{names[role]}]": rounded(q.value) for role, q in middle.items()})
@@ -127,8 +130,8 @@ def probe_comparison_section(bundle: ResultBundle, names: Mapping[str, str], fig
             f"{vit_middle.value:.2%} ({', '.join(f'{middle[r].value:.2%}' for r in large)}) vs {middle['resnet'].value:.2%} (ResNet)",
             vit_middle - middle["resnet"], random,
             baseline_measured=f"{middle['random_vit_large'].value:.2%} vs {middle['random_resnet'].value:.2%}" if random else ""))
-    return Section(figures=figures, numbers=numbers, findings=findings,
-                   text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (PAPER.md §7, Fig 13).")
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
+                   text="10-shot ridge probes on the spatial-token mean (global average pool for CNNs) of every block (Raghu et al. 2021, §8, Fig. 13).")
 
 
 def steps(models: Mapping[str, str], random_init: Callable[[str], str]) -> list[StudyStep]:

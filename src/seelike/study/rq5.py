@@ -14,7 +14,7 @@ import numpy as np
 
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, block_of, png, rounded
+from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.rq1 import uniformity
 from seelike.study.verdicts import judge
@@ -27,8 +27,10 @@ def best_match_cka(result: CKAResult, matrix: np.ndarray, model: str, other: str
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     mixer, vit, cnn, random = (names.get(role) for role in ("mixer", "vit", "resnet", "random_mixer"))
-    shown = [name for name, pair in cka_heatmaps(result).items() if mixer in pair and (random is None or random not in pair)]
-    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq5", names=shown))
+    mixers = {name for name in (mixer, random) if name}
+    shown = [name for name, pair in cka_heatmaps(result).items() if mixers & set(pair)]
+    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq5", names=shown)
+    figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     numbers: dict[str, Any] = {}
     findings = []
     if {mixer, vit, cnn} <= set(result.models):
@@ -50,7 +52,7 @@ def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | Non
             f"{to_vit:.3f} (vs ViT) vs {to_cnn:.3f} (vs ResNet)", closer_to_vit(mixer), closer_to_vit(random) if has_random else None,
             baseline_measured=(f"random-init Mixer: {numbers['random_mixer_best_cka_vs_vit']:.3f} vs {numbers['random_mixer_best_cka_vs_resnet']:.3f}"
                                if has_random else "")))
-    return Section(figures=figures, numbers=numbers, findings=findings,
+    return Section(figures=figures, baseline_figures=baseline_figures, numbers=numbers, findings=findings,
                    text="Mixer, ViT and ResNet in one pass of the CKA engine (one forward pass per model per batch).")
 
 
