@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -12,9 +13,15 @@ import pytest
 
 from seelike.driver import feed
 from seelike.results import load_result
-from test_accumulators import FACTORIES, KINDS, ORDERED, _batches, models  # noqa: F401,F811  (models: the fixture)
+from seelike.models import load_model
+from test_accumulators import FACTORIES, KINDS, ORDERED, RESNET, VIT, _batches
 
 VIT_SPEC = "seelike:vit?width=32&depth=2&heads=4"
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_model(VIT), load_model(RESNET)
 
 WORKER = textwrap.dedent('''
     import sys, warnings
@@ -34,6 +41,11 @@ WORKER = textwrap.dedent('''
         feed([accumulator], _batches(list(range(32))), progress=False)
         if rank == 0:
             np.savez(f"{sys.argv[1]}/{kind}.npz", **accumulator.compute().arrays)
+    twice = FACTORIES["probe_statistics"](*models)  # fed two passes, as the probes' held-out pass adds to the fitting sums
+    feed([twice], _batches(list(range(16))), progress=False)
+    feed([twice], _batches(list(range(16, 32))), progress=False)
+    if rank == 0:
+        np.savez(f"{sys.argv[1]}/two_passes.npz", **{k: v.numpy() for k, v in twice.state_dict().items()})
     failing = FACTORIES["attention_distance"](*models)
     if rank == 1:
         failing.update = lambda *args: (_ for _ in ()).throw(RuntimeError("rank 1 broke"))
@@ -61,7 +73,7 @@ def two_ranks(tmp_path_factory) -> tuple[Path, str]:
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_two_ranks_equal_one_process(kind, models, two_ranks):  # noqa: F811  (the fixture imported above)
+def test_two_ranks_equal_one_process(kind, models, two_ranks):
     out, _ = two_ranks
     single = FACTORIES[kind](*models)
     feed([single], _batches(list(range(32))), progress=False)
@@ -73,6 +85,18 @@ def test_two_ranks_equal_one_process(kind, models, two_ranks):  # noqa: F811  (t
         mine, theirs = np.argsort(expected["indices"]), np.argsort(distributed["indices"])
         expected = {key: value[mine] for key, value in expected.items()}
         distributed = {key: value[theirs] for key, value in distributed.items()}
+    for key in expected:
+        np.testing.assert_allclose(distributed[key], expected[key], rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+def test_an_accumulator_fed_two_passes_counts_the_first_pass_once(models, two_ranks):
+    out, _ = two_ranks
+    single = FACTORIES["probe_statistics"](*models)
+    feed([single], _batches(list(range(32))), progress=False)
+    with np.load(out / "two_passes.npz") as loaded:
+        distributed = dict(loaded)
+    expected = {key: value.numpy() for key, value in single.state_dict().items()}
+    assert sorted(distributed) == sorted(expected)
     for key in expected:
         np.testing.assert_allclose(distributed[key], expected[key], rtol=1e-10, atol=1e-10, err_msg=key)
 
@@ -96,3 +120,52 @@ def test_torchrun_of_a_command_writes_once_what_one_process_writes(tmp_path):
     one, two = load_result(tmp_path / "one"), load_result(tmp_path / "two")
     np.testing.assert_allclose(two.matrix, one.matrix, rtol=1e-10, atol=1e-10)
     assert two.metadata["n"] == one.metadata["n"] == 32
+
+
+def _numbers(document: dict) -> dict[str, object]:
+    """Every step's status, numbers and findings (what the study computed, not when or where)."""
+    return {name: {key: step[key] for key in ("status", "numbers", "findings")} for name, step in document["steps"].items()}
+
+
+def _assert_same(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, (int, float)):
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10, err_msg=where)
+    else:
+        assert a == b, where
+
+
+def test_the_study_under_torchrun_writes_once_the_numbers_of_one_process(tmp_path):
+    """Two gloo ranks: every step's numbers and findings as one process gives them (1e-10), one report, rank 1 silent."""
+    from test_study import TINY
+
+    narrow = {role: spec.replace("width=32", "width=16").replace("width=48", "width=24") for role, spec in TINY.items()}
+    roles = [arg for role, spec in narrow.items() for arg in ("--models", f"{role}={spec}")]
+    # 40 images in batches of 4: the probes' 8 held-out training images still make two batches, one per rank
+    command = ["--threads", "1", "study", *roles, "--data", "synthetic:n=256,size=28,channels=1,classes=4,seed=0",
+               "--images", "40", "--batch-size", "4"]  # torchrun reads --n as its own
+    environment = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "seelike", *command, "--out", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600, env=environment)
+    assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
+    scratch = tmp_path / "tmp"  # where a rank would put throwaway files
+    scratch.mkdir()
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seelike",
+                            *command, "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                           env={**environment, "TMPDIR": str(scratch)})
+    assert ranks.returncode == 0, ranks.stdout[-2000:] + ranks.stderr[-3000:]
+    assert ranks.stdout.count("report:") == 1 and ranks.stdout.count("[13/13]") == 1  # rank 0 speaks, rank 1 is quiet
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("seelike")]  # (torchrun keeps its own files there)
+    files = {run: sorted(p.relative_to(tmp_path / run).as_posix() for p in (tmp_path / run).rglob("*") if p.is_file())
+             for run in ("one", "two")}
+    assert files["two"] == files["one"] and "report/index.html" in files["two"]
+    one, two = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
+    assert all(step["status"] == "ok" for step in two["steps"].values())
+    _assert_same(_numbers(one), _numbers(two))

@@ -162,3 +162,19 @@ def test_global_run_options_reach_the_analysis(tmp_path):
     assert 0 < difference < 0.02  # bf16 reached the forward pass
     wrong = CliRunner().invoke(app, ["--precision", "int8", *base, "--out", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "precision must be one of fp32, bf16, fp16" in wrong.output
+
+
+def test_cka_analyses_of_one_pass_share_each_layers_gram(monkeypatch):
+    """Two CKA analyses reading the same layers in one pass compute each layer's Gram once and give what each gives alone."""
+    from seelike.analyses.layer_similarity import LayerSimilarity
+    from seelike.driver import run
+
+    vit, cnn, dataset = load_model("seelike:vit?width=16&depth=2&heads=2"), load_model("seelike:resnet?widths=[8,16]&units_per_stage=[1,1]"), load_dataset(DATA)
+    alone = [run([LayerSimilarity(models)], dataset, n=32, batch_size=16)[0] for models in ([vit], [vit, cnn])]
+    grams = []
+    original = MinibatchCKA.centred_row
+    monkeypatch.setattr(MinibatchCKA, "centred_row", lambda self, x, name="x": grams.append(name) or original(self, x, name))
+    together = run([LayerSimilarity([vit]), LayerSimilarity([vit, cnn])], dataset, n=32, batch_size=16)
+    assert len(grams) == len(set(grams)) * 2  # every layer once per batch (two batches), though the ViT's are read twice
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a.matrix, b.matrix)

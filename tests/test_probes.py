@@ -161,3 +161,16 @@ def test_a_lambda_at_the_edge_of_the_grid_widens_it():
     assert grid[best] == pytest.approx(peak) and 0 < best < len(grid) - 1
     grid, best = _choose_lambda(lambda g: torch.tensor([-v for v in g]), [1e-3, 1e-2, 1e-1])  # always "smaller is better"
     assert len(grid) == 3 + MAX_WIDENINGS and best == 0
+
+
+def test_widening_the_grid_streams_no_image_again():
+    """Every λ the widening can reach is scored in the one held-out pass: each training and test image is forwarded once."""
+    from seelike.analyses.probes import reachable_lambdas, widen_lambdas
+
+    assert reachable_lambdas([1e-3, 1e-2], 2) == widen_lambdas(widen_lambdas(widen_lambdas(widen_lambdas([1e-3, 1e-2], 0), 0), 3), 4)
+    train_set, test_set = load_dataset(DATA, split="train"), load_dataset(DATA, split="test")
+    model, forwarded = load_model(VIT), []
+    model.module.register_forward_hook(lambda module, inputs, output: forwarded.append(len(inputs[0])) if len(inputs[0]) > 1 else None)
+    result = probe_layers(model, train_set, test_set, n_train=40, n_test=30, batch_size=16, lambdas=(1e-3, 1e-2), widenings=2)
+    assert sum(forwarded) == 40 + 30
+    assert not set(result.arrays["lambda"].ravel()) <= {1e-3, 1e-2}  # a two-value grid always has its choice at an edge: it widened

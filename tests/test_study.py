@@ -284,3 +284,33 @@ def test_random_init_drops_every_weight_option_and_the_dry_run_seed_differs_from
 
     assert random_init("timm:vit_base_patch16_224?pretrained=1&file=/w.safetensors&seed=3") == "timm:vit_base_patch16_224?init=random"
     assert dry_run_spec("zoo:vit-cls") == "zoo:vit-cls?init=random&seed=1" != random_init(dry_run_spec("zoo:vit-cls"))
+
+
+def test_probe_steps_score_in_the_shared_pass_and_give_the_numbers_of_probing_alone(tmp_path, monkeypatch):
+    from seelike.study import analyses
+
+    empty = lambda result, names, figures: Section()  # noqa: E731
+    params = {"full_data": True, "readouts": "all", "shots": 2, "samples": 2}
+    steps = [StudyStep("cka", "RQ1", "cka", "cka", {"vit": TINY["vit"], "resnet": TINY["resnet"]}, empty),
+             StudyStep("probes", "RQ3", "probes", "probes", {"vit": TINY["vit"], "resnet": TINY["resnet"]}, empty, params=params)]
+
+    def forwarded(planners: dict) -> tuple[list[engine.StepOutcome], dict[str, int]]:
+        monkeypatch.setattr(analyses, "PLANNERS", planners)
+        pool, images = engine.ModelPool("cpu"), {}
+        for spec in (TINY["vit"], TINY["resnet"]):
+            images[spec] = 0
+            pool.get(spec).module.register_forward_hook(
+                lambda module, inputs, output, spec=spec: images.__setitem__(spec, images[spec] + (len(inputs[0]) if len(inputs[0]) > 1 else 0)))
+        return run_study(steps, SETTINGS, tmp_path / str(len(planners)), pool=pool), images
+
+    planners = dict(analyses.PLANNERS)
+    shared, shared_images = forwarded(planners)
+    assert all("shared pass" in o.note for o in shared)
+    alone, alone_images = forwarded({kind: plan for kind, plan in planners.items() if kind != "probes"})
+    assert "shared pass" not in alone[1].note
+    # scoring in the shared pass saves exactly the probes' own pass over the n test images, per model
+    assert {spec: alone_images[spec] - shared_images[spec] for spec in shared_images} == {spec: SETTINGS.n for spec in shared_images}
+    a, b = load_result(shared[1].cache_dir), load_result(alone[1].cache_dir)
+    assert sorted(a.arrays) == sorted(b.arrays) and any(key.endswith("::token_accuracy") for key in a.arrays)
+    for key in a.arrays:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -522,6 +522,7 @@ def study(
     or a model could not be loaded."""
     from dataclasses import replace
 
+    from seelike.distributed import is_main_process
     from seelike.study.analyses import images_needed
     from seelike.study.engine import planned_skip, run_study, validate_study
     from seelike.study.presets import PRESET_SETTINGS, plan_study
@@ -567,6 +568,8 @@ def study(
     outcomes = run_study(steps, settings, out, on_step=report_step, pool=pool)
     failed = [o.step.name for o in outcomes if o.status in ("error", "skipped") and not planned_skip(o)]
     planned = [o.step.name for o in outcomes if planned_skip(o)]
+    if not is_main_process():  # rank 0 says what failed; another rank exiting non-zero would make torchrun stop rank 0 mid-report
+        return
     console.print(f"[bold]report:[/bold] {escape(str((out / 'report' / 'index.html').resolve()))}\n"
                   f"[bold]numbers:[/bold] {escape(str((out / 'results.json').resolve()))}", markup=True)
     if planned:

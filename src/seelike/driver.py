@@ -89,7 +89,8 @@ def feed(
     """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
 
     In a distributed run (:mod:`seelike.distributed`) each rank streams its share of the batches and the
-    accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass.
+    accumulators' state is all-reduced at the end, so every rank holds the state of the whole pass (plus
+    what earlier passes left in them, counted once: an accumulator may be fed several passes).
     ``precision``: "fp32", or "bf16" / "fp16" autocast for the forward passes; what the accumulators
     compute from the activations (Grams, sums) stays in float32 or float64. ``shared``: the batches are
     already this rank's share (a loader that skips the other ranks' batches itself).
@@ -105,6 +106,10 @@ def feed(
     rank, size = world()
     if size > 1 and hasattr(batches, "__len__") and len(batches) < size:  # type: ignore[arg-type]
         raise InvalidInputError(f"{len(batches)} batches cannot be shared by {size} ranks; use a smaller batch size or more images")  # type: ignore[arg-type]
+    # state from earlier passes is already every rank's sum: set it aside so the all-reduce adds only this pass
+    earlier = [accumulator.state_dict() for accumulator in accumulators] if size > 1 else []
+    for accumulator in accumulators if size > 1 else []:
+        accumulator.reset()
     try:
         _stream(accumulators, batches if shared else rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
                 PRECISIONS[precision])
@@ -117,8 +122,9 @@ def feed(
         raise
     all_ranks_ok(True)
     if size > 1:
-        for accumulator in accumulators:
+        for accumulator, states in zip(accumulators, earlier):
             accumulator.sync()
+            accumulator.add_state_dict(states)
 
 
 def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor, Tensor, Tensor]], grad_mode: bool,
@@ -134,8 +140,18 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
     def reducer(model_name: str):
         def reduce(layer: str, tensor: Tensor) -> dict[int, Any]:
             key = f"{model_name}/{layer}"
+            reduced, shared = {}, {}  # shared: one value per reduction_key, for accumulators that compute the same
             with torch.autocast(tensor.device.type, enabled=False):  # Grams and sums at full precision
-                return {index: accumulators[index].reduce(key, tensor) for index in readers[key]}
+                for index in readers[key]:
+                    name = accumulators[index].reduction_key(key)
+                    if name is None or name not in shared:
+                        value = accumulators[index].reduce(key, tensor)
+                        if name is None:
+                            reduced[index] = value
+                            continue
+                        shared[name] = value
+                    reduced[index] = shared[name]
+            return reduced
 
         return reduce
 

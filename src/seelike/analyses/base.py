@@ -132,6 +132,17 @@ class SummedState:
         for prefix, child in self._children.items():
             child.load_state_dict(children[prefix])
 
+    def add_state_dict(self, states: Mapping[str, Tensor]) -> None:
+        """Add a :meth:`state_dict` of the same kind of state into this one (as :meth:`merge` adds a whole state)."""
+        for name, value in states.items():
+            if name in self._state:
+                self.accumulate(**{name: value})
+                continue
+            prefix = next((p for p in sorted(self._children, key=len, reverse=True) if name.startswith(f"{p}.")), None)
+            if prefix is None:
+                raise InvalidInputError(f"{type(self).__name__} has no state {name!r}; it has {sorted(self._state)}")
+            self._children[prefix].add_state_dict({name[len(prefix) + 1:]: value})
+
     def reset(self) -> None:
         """Back to the state before any batch."""
         self._state = {name: None if d is None else d.clone() for name, d in self._defaults.items()}
@@ -251,6 +262,14 @@ class Accumulator(SummedState):
         activation is freed before the next layer runs; :meth:`update` then receives the reduced values.
         """
         return tensor
+
+    def reduction_key(self, key: str) -> Any:
+        """A hashable name of what :meth:`reduce` computes of layer ``key``, or None (the default: not shared).
+
+        Accumulators giving equal names in one pass get one shared value, computed once (several CKA
+        steps of a study read the same layer's Gram); what :meth:`reduce` returns must then be read, never
+        changed, by :meth:`update`."""
+        return None
 
     def update(self, activations: Mapping[str, Any], batch: Batch) -> None:
         """Add one batch: ``activations`` keyed ``"model/layer"`` holds :meth:`reduce` of each of :meth:`layers`."""

@@ -51,6 +51,9 @@ class LayerSimilarity(Accumulator):
     def reduce(self, key: str, tensor: Tensor) -> Tensor:
         return self.cka.centred_row(tensor, key)  # the activation is dropped; only its U-centred Gram is kept
 
+    def reduction_key(self, key: str) -> tuple[str, str, float | None, str]:
+        return ("centred_row", self.cka.kernel, self.cka.sigma, key)  # the same Gram for every CKA of this kernel
+
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
         self.cka.update_rows({f"{model.name}/{layer.name}": activation(activations, model, layer)
                               for model in self.models for layer in self.chosen[model.name]})

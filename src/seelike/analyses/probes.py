@@ -34,8 +34,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, SummedState, activation
 from seelike.capture import Capture
-from seelike.data import ImageDataset, check_disjoint
+from seelike.data import ImageDataset, check_disjoint, iterate_batches
 from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
@@ -53,12 +53,14 @@ __all__ = [
     "middle_blocks",
     "LAMBDAS",
     "READOUTS",
+    "FittedProbes",
     "ProbeFeatures",
     "ProbeResult",
     "ProbeScores",
     "ProbeStatistics",
     "RidgeProbe",
     "few_shot_indices",
+    "fit_probes",
     "probe_layers",
     "readout_features",
     "resolve_readouts",
@@ -112,6 +114,7 @@ class RidgeProbe(SummedState):
         self.add_state("target_sum")  # ΣY [C]
         self.add_state("count", torch.zeros((), dtype=torch.int64))
         self._solution: _Solution | None = None
+        self._solved_sums: tuple[Tensor | None, ...] = ()  # the state tensors the solution was computed from
         self._single_lambda = False
 
     @property
@@ -184,12 +187,19 @@ class RidgeProbe(SummedState):
         values = [float(lambdas)] if self._single_lambda else [float(v) for v in lambdas]
         if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
             raise InvalidInputError(f"lambdas must be positive finite numbers, got {lambdas!r}")
+        sums = tuple(self.state(name) for name in ("sum", "gram", "cross", "target_sum", "count"))
+        if self._solution is not None and all(a is b for a, b in zip(sums, self._solved_sums)):
+            # the same sums as the last fit (every SummedState operation replaces a state tensor, never changes
+            # it in place): only λ differs, so the eigendecomposition is reused (choosing λ refits many times)
+            self._solution = replace(self._solution, lambdas=torch.tensor(values, dtype=torch.float64, device=self._solution.mean.device))
+            return self
         mean, scale, zz, zy = self.standardised_normal_equations()
         eigenvalues, eigenvectors = torch.linalg.eigh(zz)
         self._solution = _Solution(
             mean, scale, eigenvalues.clamp_min(0), eigenvectors, eigenvectors.transpose(1, 2) @ zy,
             self.state("target_sum") / self.n, torch.tensor(values, dtype=torch.float64, device=mean.device),
         )
+        self._solved_sums = sums
         return self
 
     @property
@@ -269,6 +279,24 @@ def _choose_lambda(score: Callable[[list[float]], Tensor], lambdas: Sequence[flo
         grid = wider
         best = _best_lambda(score(grid), grid)
     return grid, best
+
+
+def reachable_lambdas(lambdas: Sequence[float], widenings: int = MAX_WIDENINGS) -> list[float]:
+    """Every λ that :func:`_choose_lambda` can reach from ``lambdas``: ``widenings`` decades beyond each edge,
+    computed as :func:`widen_lambdas` computes them (so the same floats)."""
+    grid = list(lambdas)
+    for _ in range(widenings if len(grid) >= 2 else 0):
+        grid = [grid[0] / 10, *grid, grid[-1] * 10]
+    return grid
+
+
+def _looked_up(reach: Sequence[float], accuracy: Tensor) -> Callable[[list[float]], Tensor]:
+    """A ``score`` for :func:`_choose_lambda` from accuracy already computed for every λ of ``reach``.
+
+    A probe's outputs at one λ depend on its sums and that λ alone, so scoring every reachable λ at once
+    gives the numbers a refit per widening gives, without streaming the images again."""
+    position = {value: i for i, value in enumerate(reach)}
+    return lambda grid: accuracy[[position[value] for value in grid]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,6 +573,7 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
     kept = {name: values[rows] for name, values in kept.arrays.items()}
     all_labels = torch.from_numpy(kept["labels"])
     probes, chosen = {}, np.zeros((len(readouts), model.num_blocks, samples))
+    reach = reachable_lambdas(lambdas, widenings)
     for s, (train, validation) in enumerate(draws):
         train_rows, validation_rows = torch.searchsorted(drawn, train), torch.searchsorted(drawn, validation)
         for r, readout in enumerate(readouts):
@@ -553,10 +582,8 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
                 probe = RidgeProbe(train_set.num_classes)
                 probe.update(x[train_rows], all_labels[train_rows])
 
-                def score(grid: list[float], probe: RidgeProbe = probe, x: Tensor = x) -> Tensor:
-                    return probe.fit(grid).correct(x[validation_rows], all_labels[validation_rows])[:, 0]
-
-                grid, best = _choose_lambda(score, lambdas, widenings)  # widened while the choice sits at an edge
+                accuracy = probe.fit(reach).correct(x[validation_rows], all_labels[validation_rows])[:, 0]
+                grid, best = _choose_lambda(_looked_up(reach, accuracy), lambdas, widenings)  # widened while at an edge
                 probes[readout, b, s] = probe.fit(grid[best])
                 chosen[r, b, s] = grid[best]
     return probes, chosen
@@ -568,37 +595,148 @@ def _fit_full(model: Model, train_set: ImageDataset, readouts: Sequence[str], or
     """Full-data probes: fit on ``order`` minus its last ``n_validation``, choose λ on those, refit on all.
 
     Returns the refitted probes, validation accuracy and chosen λ [R, B] (token probes: accuracy
-    averaged over positions, one λ per block). The held-out pass scores the first fit and adds the
-    held-out images to the sums in the same forward pass."""
+    averaged over positions, one λ per block). The held-out pass scores the first fit at every λ the
+    widening can reach and adds the held-out images to the sums in the same forward pass: two passes in all."""
     fitting, held_out = torch.sort(order[:-n_validation]).values, torch.sort(order[-n_validation:]).values
     _warn_memory(model, model.block_layers(), readouts, train_set.num_classes)
     statistics = ProbeStatistics(model, readouts, train_set.num_classes)
     run([statistics], train_set, batch_size=batch_size, indices=fitting, progress=progress)
     probes = statistics.probes
+    reach = reachable_lambdas(lambdas, widenings)
     for probe in probes.values():
-        probe.fit(lambdas)
+        probe.fit(reach)
     scores = ProbeScores(model, {(r, b, -1): probe for (r, b), probe in probes.items()})
     run([scores, statistics], train_set, batch_size=batch_size, indices=held_out, progress=progress)  # sums: every training image
-    accuracy = {key: scores.correct(*key).mean(dim=1) / len(held_out) for key in probes}  # averaged over token positions
-    grids = {key: list(lambdas) for key in probes}
-    for _ in range(widenings):  # a λ at an edge of its grid: widen by a decade there, refit on the fitting images, rescore
-        wider = {key: widen_lambdas(grids[key], _best_lambda(accuracy[key], grids[key])) for key in probes}
-        wider = {key: grid for key, grid in wider.items() if grid is not None}
-        if not wider:
-            break
-        refit = ProbeStatistics(model, readouts, train_set.num_classes)
-        run([refit], train_set, batch_size=batch_size, indices=fitting, progress=progress)
-        rescores = ProbeScores(model, {(r, b, -1): refit.probes[r, b].fit(grid) for (r, b), grid in wider.items()})
-        run([rescores], train_set, batch_size=batch_size, indices=held_out, progress=progress)
-        for key, grid in wider.items():
-            grids[key], accuracy[key] = grid, rescores.correct(*key).mean(dim=1) / len(held_out)
     validation_accuracy, chosen = np.zeros((len(readouts), model.num_blocks)), np.zeros((len(readouts), model.num_blocks))
     for (readout, b), probe in probes.items():
-        grid = grids[readout, b]
-        best = _best_lambda(accuracy[readout, b], grid)
-        validation_accuracy[readouts.index(readout), b], chosen[readouts.index(readout), b] = accuracy[readout, b][best].item(), grid[best]
+        accuracy = scores.correct(readout, b).mean(dim=1) / len(held_out)  # averaged over token positions
+        grid, best = _choose_lambda(_looked_up(reach, accuracy), lambdas, widenings)  # widened while at an edge
+        row = readouts.index(readout)
+        validation_accuracy[row, b], chosen[row, b] = accuracy[reach.index(grid[best])].item(), grid[best]
         probe.fit(grid[best])
     return probes, validation_accuracy, chosen
+
+
+@dataclass
+class FittedProbes:
+    """The training phase of :func:`probe_layers`: fitted probes and what fitting chose, before any test image.
+
+    :meth:`scorer` gives the accumulator that scores every probe in one pass over test images (on its
+    own, or within a study's shared pass); :meth:`result` turns its counts into the :class:`ProbeResult`.
+    """
+
+    model: Model
+    readouts: list[str]  # full-data readouts ([] without full-data probes)
+    few_shot_readouts: list[str]
+    full: dict[tuple[str, int], RidgeProbe]
+    few_shot: dict[tuple[str, int, int], RidgeProbe]
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+    started: float
+
+    def scorer(self) -> ProbeScores:
+        """An accumulator scoring every fitted probe (full-data ones as sample -1)."""
+        return ProbeScores(self.model, {**{(r, b, -1): probe for (r, b), probe in self.full.items()}, **self.few_shot})
+
+    def result(self, scores: ProbeScores, test_set: ImageDataset) -> ProbeResult:
+        """Test accuracy of every probe from ``scores`` (a :meth:`scorer` that has seen the test images)."""
+        n_test, blocks = scores.num_images, self.model.num_blocks
+        if n_test < 1:
+            raise InvalidInputError("the probes' scoring pass saw no test image; give n_test >= 1")
+        arrays = dict(self.arrays)
+        token_positions: list[int] = []
+        if self.full:
+            per_group = {(r, b): (scores.correct(r, b)[0] / n_test).numpy() for r, b in self.full}
+            arrays["accuracy"] = np.array([[per_group[r, b].mean() for b in range(blocks)] for r in self.readouts])
+            if "tokens" in self.readouts:  # positions can differ per block (a CNN's stages): NaN-padded, counts in metadata
+                token_positions = [len(per_group["tokens", b]) for b in range(blocks)]
+                arrays["token_accuracy"] = np.full((blocks, max(token_positions)), np.nan)
+                for b, count in enumerate(token_positions):
+                    arrays["token_accuracy"][b, :count] = per_group["tokens", b]
+        if self.few_shot_readouts:
+            samples = self.metadata["samples"]
+            per_sample = np.array([[[float(scores.correct(r, b, s)[0, 0]) / n_test for s in range(samples)] for b in range(blocks)]
+                                   for r in self.few_shot_readouts])
+            arrays["few_shot_per_sample"], arrays["few_shot_accuracy"] = per_sample, per_sample.mean(axis=2)
+            arrays["few_shot_std"] = per_sample.std(axis=2, ddof=1) if samples > 1 else np.zeros(per_sample.shape[:2])
+        metadata = {**self.metadata, "token_positions": token_positions, "split": test_set.split, "n_test": n_test,
+                    "seconds": round(time.perf_counter() - self.started, 2)}
+        return ProbeResult(arrays=arrays, metadata=metadata)
+
+
+def fit_probes(
+    model: Model,
+    train_set: ImageDataset,
+    n_train: int | None = None,
+    batch_size: int = 256,
+    readouts: str | Sequence[str] = ("gap",),
+    shots: int | None = None,
+    samples: int = 5,
+    lambdas: Sequence[float] = LAMBDAS,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    progress: bool | None = None,
+    widenings: int = MAX_WIDENINGS,
+) -> FittedProbes:
+    """The training phase of :func:`probe_layers` (its parameters): few-shot draws and full-data fits on ``train_set``."""
+    started = time.perf_counter()
+    readouts = resolve_readouts(model, readouts)
+    layers, num_classes = model.block_layers(), train_set.num_classes
+    lambdas = [float(v) for v in lambdas]
+    n_train = len(train_set) if n_train is None else int(n_train)
+    if not 0 <= n_train <= len(train_set):
+        raise InvalidInputError(f"n_train={n_train} must lie in 0..{len(train_set)} (the images of its split)")
+    if not 0 < validation_fraction < 1:
+        raise InvalidInputError(f"validation_fraction must lie strictly between 0 and 1, got {validation_fraction}")
+    if n_train == 0 and not shots:
+        raise InvalidInputError("nothing to probe: n_train=0 and no shots; give n_train > 0 or shots")
+    few_shot_readouts = [r for r in readouts if r in POOLED_READOUTS] if shots else []
+    if shots and not few_shot_readouts:
+        raise InvalidInputError("few-shot probes take pooled readouts (gap, cls, first, mean); add one besides 'tokens'")
+    n_validation = max(1, round(validation_fraction * n_train)) if n_train else 0
+    if n_train and n_train - n_validation < 2:
+        raise InvalidInputError(f"n_train={n_train} is too few: a probe needs at least 2 fitting images and 1 held out")
+    arrays: dict[str, np.ndarray] = {"blocks": np.array([layer.block for layer in layers])}
+
+    few_shot: dict[tuple[str, int, int], RidgeProbe] = {}
+    if few_shot_readouts:
+        few_shot, arrays["few_shot_lambda"] = _fit_few_shot(
+            model, train_set, few_shot_readouts, shots, samples, lambdas, batch_size, seed, progress, widenings)
+    full: dict[tuple[str, int], RidgeProbe] = {}
+    if n_train:
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(int(seed)))[:n_train]
+        full, arrays["validation_accuracy"], arrays["lambda"] = _fit_full(
+            model, train_set, readouts, order, n_validation, lambdas, batch_size, progress, widenings)
+    metadata = {
+        "model": model.name,
+        "model_spec": model.spec,
+        "models": {model.name: model.spec},
+        "model_fingerprints": {model.name: model.fingerprint()},
+        "family": model.family,
+        "layers": [layer.name for layer in layers],
+        "readouts": readouts if full else [],
+        "few_shot_readouts": few_shot_readouts,
+        "num_prefix_tokens": model.token_layout.num_prefix_tokens if model.token_layout else 0,
+        "data": train_set.spec,
+        "train_split": train_set.split,
+        "num_classes": num_classes,
+        "chance": 1.0 / num_classes,
+        "n_train": n_train,
+        "n_validation": n_validation,
+        "shots": shots or 0,
+        "samples": samples if shots else 0,
+        "few_shot_validation_per_class": shots or 0,
+        "lambdas": lambdas,
+        "lambda_widening": f"a lambda chosen at an edge of the grid widens it by a decade on that side, up to {widenings} times; "
+                           "the chosen values are in the lambda / few_shot_lambda arrays",
+        "lambda_selection": "held-out accuracy, ties to the largest lambda; objective (1/n)||Y - [Z, 1]W||^2 + lambda ||W||^2",
+        "features": "gap: mean of spatial tokens (prefix/CLS excluded) or global average pool; tokens: one probe per "
+                    "spatial position (prefix excluded), accuracy averaged over positions; few-shot std with ddof=1",
+        "test_images": "the seeded random n_test of the test split (the same images every analysis of a study reads)",
+        "batch_size": batch_size,
+        "seed": seed,
+    }
+    return FittedProbes(model, readouts if full else [], few_shot_readouts, full, few_shot, arrays, metadata, started)
 
 
 def probe_layers(
@@ -622,95 +760,29 @@ def probe_layers(
     Full-data: ``n_train`` seeded random images of ``train_set`` (default all; 0 skips), a
     ``validation_fraction`` of them held out to choose λ by accuracy, then the probe refitted on all
     ``n_train``. Few-shot (``shots`` per class, ``samples`` draws): pooled readouts only. Both are
-    scored in one pass over ``n_test`` images of ``test_set``; memory does not grow with ``n_train``.
+    scored in one pass over ``n_test`` seeded random images of ``test_set`` (the images every other
+    analysis reads with this ``seed``); memory does not grow with ``n_train``.
     A λ chosen at an edge of ``lambdas`` widens the grid by a decade on that side, up to ``widenings`` times
     (0: the grid as given).
     """
-    started = time.perf_counter()
     check_disjoint(train_set, test_set)  # never test on images the probe was fit on
-    readouts = resolve_readouts(model, readouts)
-    layers, num_classes = model.block_layers(), train_set.num_classes
-    lambdas = [float(v) for v in lambdas]
-    n_train = len(train_set) if n_train is None else int(n_train)
+    n_test = check_test_set(train_set, test_set, n_test)
+    fitted = fit_probes(model, train_set, n_train, batch_size, readouts, shots, samples, lambdas, validation_fraction, seed,
+                        progress, widenings)
+    scores = fitted.scorer()
+    # the seeded images every analysis reads (a study's shared pass among them), in any number: probes need no 4-image batch
+    order = iterate_batches(test_set, batch_size, n=n_test, shuffle=True, seed=seed, min_batch=1).order
+    run([scores], test_set, batch_size=batch_size, indices=order, progress=progress)
+    return fitted.result(scores, test_set)
+
+
+def check_test_set(train_set: ImageDataset, test_set: ImageDataset, n_test: int | None) -> int:
+    """``n_test`` (default: every test image) after checking that the test set can score probes fit on ``train_set``."""
     n_test = len(test_set) if n_test is None else int(n_test)
-    if test_set.num_classes != num_classes:
-        raise InvalidInputError(f"train and test sets have {num_classes} and {test_set.num_classes} classes; use one data set")
-    for name, value, size in (("n_train", n_train, len(train_set)), ("n_test", n_test, len(test_set))):
-        if not 0 <= value <= size:
-            raise InvalidInputError(f"{name}={value} must lie in 0..{size} (the images of its split)")
+    if test_set.num_classes != train_set.num_classes:
+        raise InvalidInputError(f"train and test sets have {train_set.num_classes} and {test_set.num_classes} classes; use one data set")
+    if not 0 <= n_test <= len(test_set):
+        raise InvalidInputError(f"n_test={n_test} must lie in 0..{len(test_set)} (the images of its split)")
     if n_test < 1:
         raise InvalidInputError("n_test must be at least 1: probes are scored on test images")
-    if not 0 < validation_fraction < 1:
-        raise InvalidInputError(f"validation_fraction must lie strictly between 0 and 1, got {validation_fraction}")
-    if n_train == 0 and not shots:
-        raise InvalidInputError("nothing to probe: n_train=0 and no shots; give n_train > 0 or shots")
-    few_shot_readouts = [r for r in readouts if r in POOLED_READOUTS] if shots else []
-    if shots and not few_shot_readouts:
-        raise InvalidInputError("few-shot probes take pooled readouts (gap, cls, first, mean); add one besides 'tokens'")
-    n_validation = max(1, round(validation_fraction * n_train)) if n_train else 0
-    if n_train and n_train - n_validation < 2:
-        raise InvalidInputError(f"n_train={n_train} is too few: a probe needs at least 2 fitting images and 1 held out")
-    generator = torch.Generator().manual_seed(int(seed))
-    arrays: dict[str, np.ndarray] = {"blocks": np.array([layer.block for layer in layers])}
-
-    few_shot: dict[tuple[str, int, int], RidgeProbe] = {}
-    if few_shot_readouts:
-        few_shot, arrays["few_shot_lambda"] = _fit_few_shot(
-            model, train_set, few_shot_readouts, shots, samples, lambdas, batch_size, seed, progress, widenings)
-    full: dict[tuple[str, int], RidgeProbe] = {}
-    if n_train:
-        order = torch.randperm(len(train_set), generator=generator)[:n_train]
-        full, arrays["validation_accuracy"], arrays["lambda"] = _fit_full(
-            model, train_set, readouts, order, n_validation, lambdas, batch_size, progress, widenings)
-
-    # one test pass scores every probe
-    test_order = torch.sort(torch.randperm(len(test_set), generator=generator)[:n_test]).values
-    scores = ProbeScores(model, {**{(r, b, -1): probe for (r, b), probe in full.items()}, **few_shot})
-    run([scores], test_set, batch_size=batch_size, indices=test_order, progress=progress)
-    token_positions: list[int] = []
-    if full:
-        per_group = {(r, b): (scores.correct(r, b)[0] / n_test).numpy() for r, b in full}
-        arrays["accuracy"] = np.array([[per_group[r, b].mean() for b in range(len(layers))] for r in readouts])
-        if "tokens" in readouts:  # positions can differ per block (a CNN's stages): NaN-padded, counts in metadata
-            token_positions = [len(per_group["tokens", b]) for b in range(len(layers))]
-            arrays["token_accuracy"] = np.full((len(layers), max(token_positions)), np.nan)
-            for b, count in enumerate(token_positions):
-                arrays["token_accuracy"][b, :count] = per_group["tokens", b]
-    if few_shot_readouts:
-        per_sample = np.array([[[float(scores.correct(r, b, s)[0, 0]) / n_test for s in range(samples)] for b in range(len(layers))]
-                               for r in few_shot_readouts])
-        arrays["few_shot_per_sample"], arrays["few_shot_accuracy"] = per_sample, per_sample.mean(axis=2)
-        arrays["few_shot_std"] = per_sample.std(axis=2, ddof=1) if samples > 1 else np.zeros(per_sample.shape[:2])
-    metadata = {
-        "model": model.name,
-        "model_spec": model.spec,
-        "models": {model.name: model.spec},
-        "model_fingerprints": {model.name: model.fingerprint()},
-        "family": model.family,
-        "layers": [layer.name for layer in layers],
-        "readouts": readouts if full else [],
-        "few_shot_readouts": few_shot_readouts,
-        "token_positions": token_positions,
-        "num_prefix_tokens": model.token_layout.num_prefix_tokens if model.token_layout else 0,
-        "data": train_set.spec,
-        "split": test_set.split,
-        "train_split": train_set.split,
-        "num_classes": num_classes,
-        "chance": 1.0 / num_classes,
-        "n_train": n_train,
-        "n_validation": n_validation,
-        "n_test": n_test,
-        "shots": shots or 0,
-        "samples": samples if shots else 0,
-        "few_shot_validation_per_class": shots or 0,
-        "lambdas": lambdas,
-        "lambda_widening": f"a lambda chosen at an edge of the grid widens it by a decade on that side, up to {widenings} times; "
-                           "the chosen values are in the lambda / few_shot_lambda arrays",
-        "lambda_selection": "held-out accuracy, ties to the largest lambda; objective (1/n)||Y - [Z, 1]W||^2 + lambda ||W||^2",
-        "features": "gap: mean of spatial tokens (prefix/CLS excluded) or global average pool; tokens: one probe per "
-                    "spatial position (prefix excluded), accuracy averaged over positions; few-shot std with ddof=1",
-        "batch_size": batch_size,
-        "seed": seed,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return ProbeResult(arrays=arrays, metadata=metadata)
+    return n_test

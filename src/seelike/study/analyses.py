@@ -2,8 +2,8 @@
 
 Single-pass analyses register a *planner* (:func:`planner`) that gives their accumulators instead of running
 them: the engine puts the accumulators of every such step into one pass of :func:`seelike.driver.run`, so
-each model forwards each of the study's images once for all of them (ERF's gradient pass and the probes'
-training passes run on their own).
+each model forwards each of the study's images once for all of them (ERF's gradient pass runs on its own;
+the probes' training passes run when their step is planned, and their scoring joins the shared pass).
 
 A runner takes the step's models by role, the study's data set and settings and the step's
 ``params``, and returns one :class:`~seelike.results.Result`; per-model analyses return a
@@ -43,6 +43,7 @@ Planner = Callable[..., Planned]
 PLANNERS: dict[str, Planner] = {}
 
 ERF_IMAGES = 32  # the paper averages ERFs over 32 images
+ERF_BATCH = 8  # in batches that do not depend on the number of ranks (up to 4 ranks share them; same numbers on 1)
 PROBE_TRAIN_IMAGES = 10_000  # full-data probes train on at most this many training images (and at most n)
 TOKEN_PROBE_BYTES = 4 * 2**30  # per-token probe statistics a study step holds per model at most (ViT-B/16 at 224 px: ~21 GiB)
 
@@ -147,7 +148,7 @@ def receptive_field(models: Mapping[str, Model], dataset: Any, settings: StudySe
     if patch_size is None:
         patch_size = next((m.token_layout.patch_size for m in models.values() if m.token_layout is not None), None)
     n = min(ERF_IMAGES, settings.n)
-    return _per_model(models, lambda m: effective_receptive_fields(m, dataset, n=n, batch_size=n, channels=mode, seed=settings.seed,
+    return _per_model(models, lambda m: effective_receptive_fields(m, dataset, n=n, batch_size=min(ERF_BATCH, n), channels=mode, seed=settings.seed,
                                                                     embedding=True, patch_size=patch_size))
 
 
@@ -174,18 +175,25 @@ def localization(models: Mapping[str, Model], settings: StudySettings) -> Planne
     return Planned([Localization(m) for m in models.values()], _bundle(list(models)))
 
 
-@analysis("probes")
-def probes(models: Mapping[str, Model], dataset: Any, settings: StudySettings, full_data: bool = False, readouts: str = "gap",
-           shots: int = 10, samples: int = 5) -> Result:
-    """Ridge probes: full-data (on min(10,000, n) training images) and/or few-shot, scored on n test images."""
-    from seelike.analyses.probes import probe_layers
-    from seelike.data import load_dataset
+@planner("probes")
+def probes(models: Mapping[str, Model], settings: StudySettings, full_data: bool = False, readouts: str = "gap",
+           shots: int = 10, samples: int = 5) -> Planned:
+    """Ridge probes: full-data (on min(10,000, n) training images) and/or few-shot, scored on the study's n test images.
 
-    train_set = load_dataset(settings.data, split="train")
+    The training phase (few-shot draws, full-data fits: passes over training images) runs here, when the
+    step is planned; the scoring joins the pass over the study's test images."""
+    from seelike.analyses.probes import check_test_set, fit_probes
+    from seelike.data import check_disjoint, load_dataset
+
+    train_set, test_set = load_dataset(settings.data, split="train"), load_dataset(settings.data, split=settings.split)
+    check_disjoint(train_set, test_set)  # never test on images the probe was fit on
+    check_test_set(train_set, test_set, settings.n)
     n_train = min(PROBE_TRAIN_IMAGES, settings.n, len(train_set)) if full_data else 0
-    return _per_model(models, lambda m: probe_layers(m, train_set, dataset, n_train=n_train, n_test=settings.n, batch_size=settings.batch_size,
-                                                     readouts=_affordable_readouts(m, readouts) if n_train else readouts,
-                                                     shots=shots or None, samples=samples, seed=settings.seed))
+    fitted = {role: fit_probes(m, train_set, n_train=n_train, batch_size=settings.batch_size, readouts=_affordable_readouts(m, readouts) if n_train else readouts,
+                               shots=shots or None, samples=samples, seed=settings.seed) for role, m in models.items()}
+    scorers = {role: fit.scorer() for role, fit in fitted.items()}
+    return Planned(list(scorers.values()),
+                   lambda results: ResultBundle.of({role: fitted[role].result(scorers[role], test_set) for role in fitted}))
 
 
 def _affordable_readouts(model: Model, readouts: str) -> list[str]:

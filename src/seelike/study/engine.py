@@ -20,7 +20,6 @@ import logging
 import math
 import platform
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -102,7 +101,7 @@ class Cohort:
 
 
 #: ``section(result, names, figures_dir)``: ``names`` maps each role the step ran with to its model's short name
-SectionBuilder = Callable[[Result, Mapping[str, str], Path], Section]
+SectionBuilder = Callable[[Result, Mapping[str, str], Path | None], Section]  # None: draw no figure (ranks other than 0)
 
 
 @dataclass(frozen=True)
@@ -220,8 +219,9 @@ def run_study(
 
     out = Path(out)
     writes = is_main_process()  # in a distributed run, the other ranks read the cache and help with the passes
-    figures_dir = out / "report" / "figures" if writes else Path(tempfile.mkdtemp(prefix="seelike-rank-figures-"))
-    figures_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir = out / "report" / "figures" if writes else None  # other ranks draw nothing (sections take None)
+    if figures_dir is not None:
+        figures_dir.mkdir(parents=True, exist_ok=True)
     pool = pool or ModelPool(settings.device, unique_names([spec for step in steps for spec in step.specs]))
     data = _StudyData(settings)
     outcomes: list[StepOutcome] = []
@@ -277,7 +277,6 @@ def run_study(
             on_step(index, len(steps), outcome)
     total = round(time.perf_counter() - study_started, 1)
     if not writes:
-        shutil.rmtree(figures_dir, ignore_errors=True)
         return outcomes
     document = results_document(outcomes, settings, environment(settings, total))
     atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=False))
