@@ -10,32 +10,27 @@ import numpy as np
 from seelike.analyses.attention_distance import AttentionDistanceResult
 from seelike.analyses.probes import ProbeResult, middle_blocks
 from seelike.analyses.skip_norms import SkipNormResult, neighbour_cka
+from seelike.cka_statistics import best_match_per_layer, uniformity
 from seelike.errors import InvalidInputError
 from seelike.similarity import CKAResult
 
-__all__ = ["attention_summary", "best_match_cka", "cka_summary", "probe_summary", "skip_summary"]
+__all__ = ["attention_summary", "cka_summary", "probe_summary", "skip_summary"]
 
 
 def _number(value: Any) -> float:
     return round(float(value), 6)
 
 
-def best_match_cka(result: CKAResult, model: str, other: str) -> float:
-    """Mean over ``model``'s layers of its highest CKA with any layer of ``other`` (appendix H's comparison)."""
-    matrix, _, _ = result.block(model, other)
-    return float(matrix.max(axis=1).mean())
-
-
 def cka_summary(result: CKAResult) -> dict[str, Any]:
     """Per model: mean CKA between distinct layers and between neighbours, and across each block (CKA of the
     blocks before and after it, Fig 8: low where a block's skips were removed); per ordered pair of models: the
-    best-match CKA (:func:`best_match_cka`), also over the model's top third of layers and over the rest (Fig 2:
-    the ViT's top third matches no ResNet layer)."""
+    best-match CKA (:func:`~seelike.cka_statistics.best_match_cka`), also over the model's top third of layers
+    and over the rest (Fig 2: the ViT's top third matches no ResNet layer)."""
     models = {}
     for model in result.models:
         matrix, names, _ = result.block(model)
         entry = {"layers": len(names),
-                 "mean_cka_between_layers": _number(matrix[~np.eye(len(names), dtype=bool)].mean()) if len(names) > 1 else None,
+                 "mean_cka_between_layers": _number(uniformity(result, result.matrix, model)) if len(names) > 1 else None,
                  "mean_cka_between_neighbours": _number(np.diag(matrix, 1).mean()) if len(names) > 1 else None,
                  "cka_across_block": {}}
         block = 1
@@ -50,7 +45,7 @@ def cka_summary(result: CKAResult) -> dict[str, Any]:
     for model in result.models:
         for other in result.models:
             if other != model:
-                best = result.block(model, other)[0].max(axis=1)  # per layer of model, its best CKA in other
+                best = best_match_per_layer(result, result.matrix, model, other)
                 top = max(1, len(best) // 3)
                 pairs.append({"model": model, "other": other, "best_match_cka": _number(best.mean()),
                               "best_match_top_third": _number(best[-top:].mean()),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from seelike.similarity import CKAResult, split_name
+from seelike.similarity import CKAResult
 from seelike.study.verdicts import Quantity, draw_seed
 from seelike.statistics import normal_draws
 
@@ -24,8 +24,13 @@ def is_baseline(role: str) -> bool:
     return role.startswith("random_") or role.endswith("_seed1")
 
 
-def by_role(written: Mapping[str, list[Path]]) -> tuple[list[Path], list[Path]]:
-    """Figures saved per role, split into those of trained models and those of baseline models."""
+def save_per_role(results: Mapping[str, Any], figures_dir: Path | None,
+                  save: Callable[[str, Any, Path], Mapping[str, list[Path]]]) -> tuple[list[Path], list[Path]]:
+    """Each role's figures, saved by ``save(role, result, figures_dir)``, as PNGs split into those of trained models and
+    those of baseline models; none when ``figures_dir`` is None (a rank that does not write)."""
+    if figures_dir is None:
+        return [], []
+    written = {role: png(save(role, result, figures_dir)) for role, result in results.items()}
     return ([p for role, paths in written.items() if not is_baseline(role) for p in paths],
             [p for role, paths in written.items() if is_baseline(role) for p in paths])
 
@@ -60,14 +65,6 @@ class CKADraws:
     def quantity(self, statistic: Callable[[CKAResult, np.ndarray], float]) -> Quantity:
         """``statistic(result, matrix)`` on the measured matrix and on every draw."""
         return Quantity(float(statistic(self.result, self.result.matrix)), np.array([statistic(self.result, d) for d in self.draws]))
-
-
-def block_of(result: CKAResult, matrix: np.ndarray, model_a: str, model_b: str | None = None) -> np.ndarray:
-    """The [a-layers, b-layers] block of ``matrix`` (the measured one or a draw) for two models of ``result``."""
-    def indices(model: str) -> list[int]:
-        return [i for i, name in enumerate(result.names) if split_name(name)[0] == model]
-
-    return matrix[np.ix_(indices(model_a), indices(model_b if model_b is not None else model_a))]
 
 
 def bootstrap_quantity(result: Any, name: str, statistic: Callable[[np.ndarray], float]) -> Quantity:

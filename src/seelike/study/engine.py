@@ -212,10 +212,9 @@ def run_study(
     """Run (or load from cache) every step, then write ``results.json`` and ``report/index.html``.
 
     ``pool``: the models :func:`validate_study` loaded (default: loaded as the steps need them)."""
+    from seelike.distributed import is_main_process
     from seelike.report import write_report
     from seelike.study.analyses import run_analysis
-
-    from seelike.distributed import is_main_process
 
     out = Path(out)
     writes = is_main_process()  # in a distributed run, the other ranks read the cache and help with the passes

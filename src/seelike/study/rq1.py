@@ -12,39 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seelike.cka_statistics import lower_half_match, top_third_best, uniformity
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import judge
-
-
-def uniformity(result: CKAResult, matrix: np.ndarray, model: str) -> float:
-    """Mean CKA between distinct layers of one model: high means uniform representations (Fig 1)."""
-    block = block_of(result, matrix, model)
-    return float(block[~np.eye(len(block), dtype=bool)].mean())
-
-
-def best_match_depth(cross: np.ndarray) -> np.ndarray:
-    """For each column layer (e.g. ResNet), the relative depth in [0, 1] of its most similar row layer (e.g. ViT)."""
-    return cross.argmax(axis=0) / max(1, cross.shape[0] - 1)
-
-
-def lower_half_match(result: CKAResult, matrix: np.ndarray, vit: str, cnn: str) -> tuple[float, float]:
-    """Mean relative ViT depth of the best match of the lower and of the upper half of the ResNet's layers."""
-    cross = block_of(result, matrix, vit, cnn)
-    if np.isnan(cross).any():  # argmax would silently pick the NaN
-        return float("nan"), float("nan")
-    depth = best_match_depth(cross)
-    half = len(depth) // 2
-    return float(depth[:half].mean()), float(depth[half:].mean())
-
-
-def top_third_best(result: CKAResult, matrix: np.ndarray, vit: str, cnn: str) -> tuple[float, float]:
-    """Mean best CKA against any ResNet layer of the top third of ViT layers, and of the other ViT layers."""
-    cross = block_of(result, matrix, vit, cnn)
-    top = max(1, cross.shape[0] // 3)
-    return float(cross[-top:].max(axis=1).mean()), float(cross[:-top].max(axis=1).mean())
 
 
 def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str] | None:

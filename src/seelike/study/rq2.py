@@ -16,7 +16,7 @@ from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS,
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, by_role, is_baseline, png, rounded, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, is_baseline, png, rounded, save_per_role, split_saved
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -40,8 +40,8 @@ def heads_text(result: Any, block: int) -> str:
 
 def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"attention_{names[role]}")) for role, r in results.items()}
-    figures, baseline_figures = by_role(written)
+    figures, baseline_figures = save_per_role(results, figures_dir,
+                                              lambda role, r, folder: save_figures(r, folder / "rq2" / f"attention_{names[role]}"))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"mean_distance_px[{names[role]}]"] = rounded(r.distance.mean(axis=1), 3)
@@ -91,8 +91,8 @@ def first_block(result: Any) -> int:
 
 def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq2" / f"erf_{names[role]}")) for role, r in results.items()}
-    figures, baseline_figures = by_role(written)
+    figures, baseline_figures = save_per_role(results, figures_dir,
+                                              lambda role, r, folder: save_figures(r, folder / "rq2" / f"erf_{names[role]}"))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for key in ("radius_50", "radius_90", "outside_patch"):

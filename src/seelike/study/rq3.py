@@ -15,7 +15,7 @@ import numpy as np
 
 from seelike.plots import save_figures
 from seelike.results import ResultBundle
-from seelike.study.common import by_role, png, rounded
+from seelike.study.common import rounded, save_per_role
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -37,9 +37,8 @@ def gap_quantity(result: Any, key: str, layer: int = 0) -> Quantity:
 
 def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"localization": f"localization_{names[role]}"}))
-                                              for role, r in results.items()}
-    figures, baseline_figures = by_role(written)
+    figures, baseline_figures = save_per_role(
+        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq3", names={"localization": f"localization_{names[role]}"}))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"share_first[{names[role]}]"] = rounded(r["share_first"])
@@ -99,9 +98,8 @@ def first_token_catch_up(result: Any, key: str) -> Quantity:
 
 def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq3", names={"probes": f"probes_{names[role]}"}))
-                                              for role, r in results.items()}
-    figures, baseline_figures = by_role(written)
+    figures, baseline_figures = save_per_role(
+        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq3", names={"probes": f"probes_{names[role]}"}))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for readout in r.readouts:

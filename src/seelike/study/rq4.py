@@ -17,7 +17,7 @@ from seelike.analyses.probes import middle_blocks
 from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
-from seelike.study.common import by_role, is_baseline, png, rounded
+from seelike.study.common import is_baseline, png, rounded, save_per_role
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.rq2 import local_share_quantity
 from seelike.study.verdicts import Quantity, judge
@@ -58,9 +58,8 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
 # -- Fig 4: attention distance and data ---------------------------------------------------------------------------
 def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
-    written = {} if figures_dir is None else {role: png(save_figures(r, figures_dir / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))
-                                              for role, r in results.items()}
-    figures, baseline_figures = by_role(written)
+    figures, baseline_figures = save_per_role(
+        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))
     numbers: dict[str, Any] = {f"share_local_first_block[{names[role]}]": rounded(r.local_share()[0]) for role, r in results.items()}
     numbers.update({f"mean_distance_first_block_px[{names[role]}]": rounded(r.distance[0].mean(), 3) for role, r in results.items()})
     findings = []

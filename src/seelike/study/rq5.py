@@ -10,19 +10,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from seelike.cka_statistics import best_match_cka, uniformity
 from seelike.plots import cka_heatmaps, save_figures
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, block_of, rounded, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, rounded, split_saved
 from seelike.study.engine import Section, StudyStep
-from seelike.study.rq1 import uniformity
 from seelike.study.verdicts import judge
-
-
-def best_match_cka(result: CKAResult, matrix: np.ndarray, model: str, other: str) -> float:
-    """Mean over ``model``'s layers of its best CKA against any layer of ``other`` (appendix H)."""
-    return float(block_of(result, matrix, model, other).max(axis=1).mean())
 
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
