@@ -120,6 +120,27 @@ def test_layers_of_different_grids_are_padded(dataset):
     assert np.isnan(one_pass["cka"][1, 196:]).all() and np.isnan(one_pass["cka"][1, :, 196:]).all()
 
 
+def test_models_on_the_same_input_share_its_cells_and_give_their_own_numbers(dataset, monkeypatch):
+    """Two models in one pass, on the same preprocessed input: the cells' Grams are computed once per batch
+    (Batch.derive), and each model's result is the one it gets alone; another input gets its own cells."""
+    import seelike.analyses.localization as localization
+
+    vit, cnn = load_model(VIT), load_model("seelike:resnet?widths=[8,16]&units_per_stage=[1,1]")
+    other = load_model(VIT)
+    other.preprocessing = Preprocessing((1, 28, 28), (0.5,), (0.25,))  # another normalisation: other cells
+    other.label = "other"
+    calls = []
+    monkeypatch.setattr(localization, "pixel_cells", lambda inputs, grid, cut=localization.pixel_cells: calls.append(grid) or cut(inputs, grid))
+    alone = [run([Localization(model, "blocks.2" if model is not cnn else "stages.1.0")], dataset, n=32, batch_size=16)[0]
+             for model in (vit, cnn, other)]
+    calls.clear()
+    together = run([Localization(vit, "blocks.2"), Localization(cnn, "stages.1.0"), Localization(other, "blocks.2")], dataset, n=32, batch_size=16)
+    assert sorted(calls) == sorted([(7, 7), (14, 14), (7, 7)] * 2)  # per batch: the ViT's 7×7 cells once, the CNN's 14×14, other's own
+    for one, shared in zip(alone, together):
+        np.testing.assert_array_equal(one["cka"], shared["cka"])
+    assert not np.array_equal(alone[0]["cka"], alone[2]["cka"])
+
+
 def test_layers_without_a_grid_and_positions_outside_it_are_refused(dataset):
     vit = load_model(VIT)
     with pytest.raises(InvalidInputError, match=r"blocks.0.attn_probs .* has none. Layers that work include the block outputs blocks.0"):

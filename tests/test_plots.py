@@ -105,6 +105,14 @@ def test_save_figures_picks_and_renames_and_says_what_exists(results, tmp_path):
     assert not plt.get_fignums()
 
 
+def test_save_figures_writes_the_formats_asked_for(results, tmp_path):
+    written = save_figures(results["attention_distance"], tmp_path, names=["attention_distance_depth"], formats=("png",))
+    assert [p.name for p in written["attention_distance_depth"]] == ["attention_distance_depth.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attention_distance_depth.png"]
+    with pytest.raises(InvalidInputError, match="figure formats must be some of png, svg"):
+        save_figures(results["attention_distance"], tmp_path, formats=("jpg",))
+
+
 def test_comparison_figures_take_several_results(results, tmp_path):
     skips = results["skip_norms"]
     drawn = figures([skips, skips])

@@ -77,6 +77,27 @@ def test_sufficient_statistics_equal_a_direct_solve(lam):
     torch.testing.assert_close(probe.scores(x)[1, :, 0], z @ expected[:-1] + expected[-1], atol=1e-8, rtol=0)
 
 
+def test_scoring_in_chunks_of_lambdas_gives_the_outputs_of_the_standardised_weights(monkeypatch):
+    """Scores fold the standardisation into the weights and take λ in chunks: the same outputs as (x − μ)/σ · W + b."""
+    import seelike.analyses.probes as probes
+
+    x, labels = gaussian_features(90, 7, 3, separation=1.0, seed=5)
+    grouped = torch.stack([x, x * 3 - 2, x.flip(1)], dim=1)  # [n, G=3, d]
+    probe = RidgeProbe(3)
+    probe.update(grouped, labels)
+    lambdas = [1e-3, 0.1, 1.0, 10.0, 1e3]
+    weights, bias = probe.fit(lambdas).weights()  # [L, G, d, C], [L, C]
+    s = probe._solution
+    z = (grouped - s.mean) / s.scale
+    expected = torch.einsum("ngd,lgdc->lngc", z, weights) + bias[:, None, None, :]
+    torch.testing.assert_close(probe.scores(grouped), expected, atol=1e-10, rtol=0)
+    whole = probe.correct(grouped, labels)
+    monkeypatch.setattr(probes, "OUTPUT_BYTES", 1)  # one λ at a time
+    torch.testing.assert_close(probe.scores(grouped), expected, atol=1e-10, rtol=0)
+    assert torch.equal(probe.correct(grouped, labels), whole) and whole.shape == (5, 3)
+    assert torch.equal(whole, (expected.argmax(dim=-1) == labels[None, :, None]).sum(dim=1).double())
+
+
 def test_grouped_probes_equal_separate_probes_and_merge_of_halves_equals_one():
     x, labels = gaussian_features(120, 10, 3, separation=1.0, seed=3)
     grouped = torch.stack([x, x.flip(1) * 2 + 1], dim=1)  # [n, G=2, d]

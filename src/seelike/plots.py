@@ -120,11 +120,15 @@ def figures(results: Result | Sequence[Result], names: Iterable[str] | None = No
 
 
 def save_figures(results: Result | Sequence[Result], directory: str | Path, names: Iterable[str] | Mapping[str, str] | None = None,
-                 **options: Any) -> dict[str, list[Path]]:
+                 formats: Sequence[str] = FORMATS, **options: Any) -> dict[str, list[Path]]:
     """Draw, write (``directory/STEM.png`` and ``.svg``) and close each figure of ``results``, one at a time.
 
     ``names``: the figures to save (default all), or a mapping from figure name to file stem to save
-    them under other names. Returns each figure's written paths, PNG first."""
+    them under other names. ``formats``: the files written per figure (a subset of ``FORMATS``, in that
+    order). Returns each figure's written paths, PNG first."""
+    unknown = [suffix for suffix in formats if suffix not in FORMATS]
+    if unknown or not formats:
+        raise InvalidInputError(f"figure formats must be some of {', '.join(FORMATS)}, got {list(formats)}")
     plan = _plan(results, **options)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -133,7 +137,7 @@ def save_figures(results: Result | Sequence[Result], directory: str | Path, name
         figure = plan[name]()
         try:
             written[name] = []
-            for suffix in FORMATS:
+            for suffix in (suffix for suffix in FORMATS if suffix in formats):
                 target = directory / f"{stem}.{suffix}"
                 figure.savefig(target, dpi=150, bbox_inches="tight")
                 written[name].append(target)

@@ -13,7 +13,7 @@ all of it.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -176,16 +176,28 @@ class Batch:
 
     ``images``: as the data set yields them [B, C, H, W] in [0, 1]; ``labels`` [B]; ``indices`` [B]
     (positions in the data set); ``inputs``: per model name, the preprocessed input that the model ran
-    on (requires grad in a gradient pass, see :func:`seelike.driver.run`).
+    on (requires grad in a gradient pass, see :func:`seelike.driver.run`). ``derived``: what accumulators
+    compute from the batch itself (not from a model's layers) and may share within the batch, see :meth:`derive`.
     """
 
     images: Tensor
     labels: Tensor
     indices: Tensor
     inputs: Mapping[str, Tensor] = field(default_factory=dict)
+    derived: list[tuple[str, Tensor, Any]] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def derive(self, name: str, source: Tensor, compute: Callable[[Tensor], Any]) -> Any:
+        """``compute(source)``, computed once per batch for equal sources: e.g. the input cells' Grams of several
+        models that ran on the same preprocessed input (checked with ``torch.equal``, not assumed)."""
+        for known, known_source, value in self.derived:
+            if known == name and known_source.shape == source.shape and torch.equal(known_source, source):
+                return value
+        value = compute(source)
+        self.derived.append((name, source, value))
+        return value
 
 
 @dataclass(frozen=True)

@@ -192,9 +192,10 @@ class Localization(Accumulator):
             for index, (row, column) in enumerate(np.ndindex(*grid)):
                 rows[f"{layer.name}/token/{row},{column}"] = layer_rows[index]
         inputs = batch.inputs[self.model.name]
-        for grid in dict.fromkeys(self.grids):
-            for (row, column), cell in zip(np.ndindex(*grid), pixel_cells(inputs, grid)):
-                rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = self.cka.centred_row(cell)
+        for grid in dict.fromkeys(self.grids):  # models that ran on the same input share its cells' rows
+            cells = batch.derive(f"localization cells {grid}", inputs, lambda x, grid=grid: [self.cka.centred_row(cell) for cell in pixel_cells(x, grid)])
+            for (row, column), cell in zip(np.ndindex(*grid), cells):
+                rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = cell
         self.cka.update_rows(rows)
         self.count(batch)
 

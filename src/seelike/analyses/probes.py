@@ -73,6 +73,7 @@ MAX_WIDENINGS = 3  # a λ chosen at an edge of the grid widens it by a decade on
 READOUTS = ("gap", "cls", "first", "mean", "tokens")
 POOLED_READOUTS = ("gap", "cls", "first", "mean")
 MEMORY_WARNING_BYTES = 8 * 2**30
+OUTPUT_BYTES = 64 * 2**20  # regression outputs scored at once (a probe's λ are scored in chunks under this)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,14 +219,35 @@ class RidgeProbe(SummedState):
         weights = torch.einsum("gde,lge,gec->lgdc", s.eigenvectors, inverse, s.projection)
         return weights, s.target_mean[None] / (1 + s.lambdas[:, None])
 
-    def _outputs(self, features: Tensor) -> Iterator[Tensor]:
-        """Regression outputs [n, G, C] for each λ in turn (one λ at a time bounds the memory)."""
+    def _raw_weights(self, lambdas: Tensor) -> tuple[Tensor, Tensor]:
+        """Weights [G, d, k·C] and bias [G, 1, k·C] on the raw features for the k values of ``lambdas``, λ-major.
+
+        The standardisation is folded in: ((x − μ)/σ)·W + ȳ/(1+λ) = x·(W/σ) + ȳ/(1+λ) − (μ/σ)·W, with
+        W = V diag(1/(e+λ)) Vᵀ ZᵀY/n. Scoring then costs one product with the features per probe,
+        (n + d)·d·k·C multiply-adds per group, not a rotation of the features into the eigenbasis (n·d²)."""
         s = self._require_fit()
-        x = self._features(features).to(s.mean.device)
-        rotated = torch.einsum("ngd,gde->gne", (x - s.mean) / s.scale, s.eigenvectors)  # (Z V) per group [G, n, d]
-        for lam in s.lambdas:
-            weighted = rotated / (s.eigenvalues + lam)[:, None, :]
-            yield torch.bmm(weighted, s.projection).transpose(0, 1) + s.target_mean / (1 + lam)
+        weights = torch.stack([torch.bmm(s.eigenvectors / (s.eigenvalues + lam)[:, None, :], s.projection) for lam in lambdas], dim=2)
+        weights = weights / s.scale[:, :, None, None]  # [G, d, k, C]
+        bias = s.target_mean / (1 + lambdas[:, None]) - torch.einsum("gd,gdkc->gkc", s.mean, weights)  # [G, k, C]
+        groups, width = weights.shape[:2]
+        return weights.reshape(groups, width, -1), bias.reshape(groups, 1, -1)
+
+    def _output_chunks(self, features: Tensor) -> Iterator[tuple[int, Tensor]]:
+        """Regression outputs [G, n, k, C] for the λ from index ``start`` on, k at a time (bounded by
+        :data:`OUTPUT_BYTES`), as ``(start, outputs)``."""
+        s = self._require_fit()
+        x = self._features(features).to(s.mean.device).transpose(0, 1)  # [G, n, d]
+        groups, n, classes = x.shape[0], x.shape[1], s.projection.shape[-1]
+        step = max(1, OUTPUT_BYTES // (8 * groups * max(n, 1) * classes))
+        for start in range(0, len(s.lambdas), step):
+            lambdas = s.lambdas[start:start + step]
+            weights, bias = self._raw_weights(lambdas)
+            yield start, torch.baddbmm(bias, x, weights).view(groups, n, len(lambdas), classes)
+
+    def _outputs(self, features: Tensor) -> Iterator[Tensor]:
+        """Regression outputs [n, G, C] for each λ in turn."""
+        for _, outputs in self._output_chunks(features):
+            yield from outputs.permute(2, 1, 0, 3)
 
     def scores(self, features: Tensor) -> Tensor:
         """Regression outputs [L, n, G, C] for features [n, d] or [n, G, d]."""
@@ -243,10 +265,10 @@ class RidgeProbe(SummedState):
     def correct(self, features: Tensor, labels: Tensor) -> Tensor:
         """Number of correct predictions [L, G] (float64)."""
         counts = []
-        for outputs in self._outputs(features):
+        for _, outputs in self._output_chunks(features):
             labels = torch.as_tensor(labels, device=outputs.device).long()
-            counts.append((outputs.argmax(dim=-1) == labels[:, None]).sum(dim=0))
-        return torch.stack(counts).to(torch.float64)
+            counts.append((outputs.argmax(dim=-1) == labels[None, :, None]).sum(dim=1).T)  # [k, G]
+        return torch.cat(counts).to(torch.float64)
 
     def accuracy(self, features: Tensor, labels: Tensor) -> Tensor:
         """Accuracy: a scalar for one λ and ungrouped features; [L] for several λ; [..., G] when grouped."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,17 @@ from seelike.study.verdicts import Quantity, draw_seed
 from seelike.statistics import normal_draws
 
 
+def save_png(results: Any, directory: Path, names: Iterable[str] | Mapping[str, str] | None = None,
+             **options: Any) -> dict[str, list[Path]]:
+    """:func:`seelike.plots.save_figures` writing PNG only: the report shows PNGs, and an SVG beside each
+    would double the study's drawing time (the analysis commands write both)."""
+    from seelike.plots import save_figures
+
+    return save_figures(results, directory, names, formats=("png",), **options)
+
+
 def png(paths: Mapping[str, list[Path]] | list[Path]) -> list[Path]:
-    """The PNG of each saved figure (save_figures writes PNG and SVG)."""
+    """The PNG of each saved figure."""
     groups = paths.values() if isinstance(paths, Mapping) else [paths]
     return [path for group in groups for path in group if path.suffix == ".png"]
 

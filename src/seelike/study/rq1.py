@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from seelike.cka_statistics import lower_half_match, top_third_best, uniformity
-from seelike.plots import cka_heatmaps, save_figures
+from seelike.plots import cka_heatmaps
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, rounded, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, rounded, save_png, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import judge
 
@@ -27,7 +27,7 @@ def _pairs(result: CKAResult, names: Mapping[str, str], *roles: str) -> list[str
 
 def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     baseline = baseline_heatmaps(result, names)
-    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq1", names=list(cka_heatmaps(result)))
+    saved = {} if figures_dir is None else save_png(result, figures_dir / "rq1", names=list(cka_heatmaps(result)))
     figures, baseline_figures = split_saved(saved, baseline)
     draws = CKADraws(result, "rq1")
     numbers = {f"uniformity[{m}]": rounded(uniformity(result, result.matrix, m)) for m in result.models}

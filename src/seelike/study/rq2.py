@@ -13,10 +13,10 @@ from typing import Any, Callable
 import numpy as np
 
 from seelike.analyses.attention_distance import LOCAL_FRACTION, MAX_PREFIX_MASS, uniform_attention_distance
-from seelike.plots import cka_heatmaps, save_figures
+from seelike.plots import cka_heatmaps
 from seelike.results import ResultBundle
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, is_baseline, png, rounded, save_per_role, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, bootstrap_quantity, is_baseline, png, rounded, save_per_role, save_png, split_saved
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -41,7 +41,7 @@ def heads_text(result: Any, block: int) -> str:
 def attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     figures, baseline_figures = save_per_role(results, figures_dir,
-                                              lambda role, r, folder: save_figures(r, folder / "rq2" / f"attention_{names[role]}"))
+                                              lambda role, r, folder: save_png(r, folder / "rq2" / f"attention_{names[role]}"))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"mean_distance_px[{names[role]}]"] = rounded(r.distance.mean(axis=1), 3)
@@ -92,7 +92,7 @@ def first_block(result: Any) -> int:
 def receptive_field_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     figures, baseline_figures = save_per_role(results, figures_dir,
-                                              lambda role, r, folder: save_figures(r, folder / "rq2" / f"erf_{names[role]}"))
+                                              lambda role, r, folder: save_png(r, folder / "rq2" / f"erf_{names[role]}"))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for key in ("radius_50", "radius_90", "outside_patch"):
@@ -182,8 +182,8 @@ def skips_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: P
     results = bundle.unbundle()
     trained = [r for role, r in results.items() if not is_baseline(role)]
     baselines = [r for role, r in results.items() if is_baseline(role)]
-    figures = [] if figures_dir is None else png(save_figures(trained, figures_dir / "rq2"))
-    baseline_figures = [] if figures_dir is None or not baselines else png(save_figures(baselines, figures_dir / "rq2", names={"skip_norms": "skip_norms_baselines"}))
+    figures = [] if figures_dir is None else png(save_png(trained, figures_dir / "rq2"))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_png(baselines, figures_dir / "rq2", names={"skip_norms": "skip_norms_baselines"}))
     numbers = {f"{label}[{names[role]}]": rounded(line, 3) for role, r in results.items() for label, line in r.lines().items()}
     findings = []
     if "vit" in results and "resnet" in results:
@@ -223,7 +223,7 @@ def spearman_quantity(result: Any, key: str) -> Quantity:
 def head_similarity_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     result = results["vit"]
-    figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq2" / "heads"))
+    figures = [] if figures_dir is None else png(save_png(result, figures_dir / "rq2" / "heads"))
     numbers = {"spearman[windows]": rounded(result["spearman"], 3), "spearman[single heads]": rounded(result["spearman_single_heads"], 3),
                "head_distance_px": rounded(result["head_distance"], 3)}
     heads, distance = len(result["head_distance"]), np.asarray(result["head_distance"])
@@ -262,7 +262,7 @@ def noskip_section(result: CKAResult, names: Mapping[str, str], figures_dir: Pat
 
     seed = names.get("vit_seed1")
     shown = [name for name, (model, other) in cka_heatmaps(result).items() if other is None]
-    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq2" / "noskip", names=shown)
+    saved = {} if figures_dir is None else save_png(result, figures_dir / "rq2" / "noskip", names=shown)
     figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     draws = CKADraws(result, "rq2_no_skip")
     shipped = manifests()

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from seelike.plots import save_figures
 from seelike.results import ResultBundle
-from seelike.study.common import rounded, save_per_role
+from seelike.study.common import rounded, save_per_role, save_png
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.verdicts import Quantity, judge
 
@@ -38,7 +37,7 @@ def gap_quantity(result: Any, key: str, layer: int = 0) -> Quantity:
 def localization_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     figures, baseline_figures = save_per_role(
-        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq3", names={"localization": f"localization_{names[role]}"}))
+        results, figures_dir, lambda role, r, folder: save_png(r, folder / "rq3", names={"localization": f"localization_{names[role]}"}))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         numbers[f"share_first[{names[role]}]"] = rounded(r["share_first"])
@@ -99,7 +98,7 @@ def first_token_catch_up(result: Any, key: str) -> Quantity:
 def probes_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     figures, baseline_figures = save_per_role(
-        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq3", names={"probes": f"probes_{names[role]}"}))
+        results, figures_dir, lambda role, r, folder: save_png(r, folder / "rq3", names={"probes": f"probes_{names[role]}"}))
     numbers: dict[str, Any] = {}
     for role, r in results.items():
         for readout in r.readouts:

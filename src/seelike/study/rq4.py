@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from seelike.analyses.probes import middle_blocks
-from seelike.plots import save_figures
 from seelike.results import ResultBundle
 from seelike.statistics import binomial_standard_error
-from seelike.study.common import is_baseline, png, rounded, save_per_role
+from seelike.study.common import is_baseline, png, rounded, save_per_role, save_png
 from seelike.study.engine import Cohort, Section, StudyStep
 from seelike.study.rq2 import local_share_quantity
 from seelike.study.verdicts import Quantity, judge
@@ -35,7 +34,7 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
     """The Fig 12 section; ``figure`` names its image so that both model sizes keep theirs."""
 
     def section(result: Any, names: Mapping[str, str], figures_dir: Path | None) -> Section:
-        figures = [] if figures_dir is None else png(save_figures(result, figures_dir / "rq4", names={"data_scale": figure}))
+        figures = [] if figures_dir is None else png(save_png(result, figures_dir / "rq4", names={"data_scale": figure}))
         numbers: dict[str, Any] = {f"per_block_cka[{m}]": rounded(row) for m, row in zip(result.models, result["per_block_cka"])}
         numbers["per_block_cka[seed baseline]"] = rounded(result["baseline"])
         numbers.update({f"changed_blocks[{m}]": result.changed_blocks(m) for m in result.models})
@@ -59,7 +58,7 @@ def data_scale_section(figure: str) -> Callable[[Any, Mapping[str, str], Path], 
 def fraction_attention_section(bundle: ResultBundle, names: Mapping[str, str], figures_dir: Path | None) -> Section:
     results = bundle.unbundle()
     figures, baseline_figures = save_per_role(
-        results, figures_dir, lambda role, r, folder: save_figures(r, folder / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))
+        results, figures_dir, lambda role, r, folder: save_png(r, folder / "rq4", names={"attention_distance_depth": f"attention_{names[role]}"}))
     numbers: dict[str, Any] = {f"share_local_first_block[{names[role]}]": rounded(r.local_share()[0]) for role, r in results.items()}
     numbers.update({f"mean_distance_first_block_px[{names[role]}]": rounded(r.distance[0].mean(), 3) for role, r in results.items()})
     findings = []
@@ -100,8 +99,8 @@ def probe_comparison_section(bundle: ResultBundle, names: Mapping[str, str], fig
     shown = [r for role, r in results.items() if not is_baseline(role)]
     baselines = [r for role, r in results.items() if is_baseline(role)]
     options = dict(readout="gap", regime="few_shot", comparison=True)
-    figures = [] if figures_dir is None else png(save_figures(shown, figures_dir / "rq4", names={"probe_comparison": "probes"}, **options))
-    baseline_figures = [] if figures_dir is None or not baselines else png(save_figures(
+    figures = [] if figures_dir is None else png(save_png(shown, figures_dir / "rq4", names={"probe_comparison": "probes"}, **options))
+    baseline_figures = [] if figures_dir is None or not baselines else png(save_png(
         baselines, figures_dir / "rq4", names={"probe_comparison": "probes_baselines"}, **options))
     middle = {role: middle_accuracy(r, role) for role, r in results.items()}
     numbers: dict[str, Any] = {f"few_shot_accuracy[{names[role]}]": rounded(r.curve("gap", "few_shot")[0]) for role, r in results.items()}

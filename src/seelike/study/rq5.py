@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from seelike.cka_statistics import best_match_cka, uniformity
-from seelike.plots import cka_heatmaps, save_figures
+from seelike.plots import cka_heatmaps
 from seelike.similarity import CKAResult
-from seelike.study.common import CKADraws, baseline_heatmaps, rounded, split_saved
+from seelike.study.common import CKADraws, baseline_heatmaps, rounded, save_png, split_saved
 from seelike.study.engine import Section, StudyStep
 from seelike.study.verdicts import judge
 
@@ -22,7 +22,7 @@ def section(result: CKAResult, names: Mapping[str, str], figures_dir: Path | Non
     mixer, vit, cnn, random = (names.get(role) for role in ("mixer", "vit", "resnet", "random_mixer"))
     mixers = {name for name in (mixer, random) if name}
     shown = [name for name, pair in cka_heatmaps(result).items() if mixers & set(pair)]
-    saved = {} if figures_dir is None else save_figures(result, figures_dir / "rq5", names=shown)
+    saved = {} if figures_dir is None else save_png(result, figures_dir / "rq5", names=shown)
     figures, baseline_figures = split_saved(saved, baseline_heatmaps(result, names))
     numbers: dict[str, Any] = {}
     findings = []
