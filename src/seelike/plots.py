@@ -121,7 +121,7 @@ def figures(results: Result | Sequence[Result], names: Iterable[str] | None = No
 
 def save_figures(results: Result | Sequence[Result], directory: str | Path, names: Iterable[str] | Mapping[str, str] | None = None,
                  formats: Sequence[str] = FORMATS, **options: Any) -> dict[str, list[Path]]:
-    """Draw, write (``directory/STEM.png`` and ``.svg``) and close each figure of ``results``, one at a time.
+    """Draw, write (``directory/STEM.png`` and ``.svg``, or the ``formats`` asked for) and close each figure of ``results``, one at a time.
 
     ``names``: the figures to save (default all), or a mapping from figure name to file stem to save
     them under other names. ``formats``: the files written per figure (a subset of ``FORMATS``, in that

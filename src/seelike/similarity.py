@@ -44,6 +44,7 @@ __all__ = [
     "hsic_unbiased",
     "minibatch_cka",
     "split_name",
+    "symmetric_gram",
     "u_centre",
 ]
 
@@ -116,31 +117,32 @@ def _check_grams(K: ArrayLike, L: ArrayLike, min_n: int) -> tuple[Tensor, Tensor
 
 def gram_linear(x: ArrayLike) -> Tensor:
     """Linear Gram K = XXᵀ [n, n] of x [n, ...] flattened per example, in x's dtype, on its device (§1)."""
-    return _symmetric_gram(_as_matrix(x))
+    return symmetric_gram(_as_matrix(x))
 
 
 _GRAM_PANEL_MIN_N = 64  # below this a single x @ x.T is as fast
 
 
-def _symmetric_gram(x: Tensor) -> Tensor:
-    """XXᵀ [n, n] of a matrix x [n, p], exactly symmetric.
+def symmetric_gram(x: Tensor) -> Tensor:
+    """x xᵀ over the last two dimensions, [..., n, p] -> [..., n, n], exactly symmetric.
 
     On CPU with n >= 64 it is built from row panels of b = max(32, n/4) rows: each panel times the rows
     from its own first row on, the block below the diagonal mirrored from the one above. That takes
-    (1 + b/n)/2 of the multiply-adds of x @ x.T (about 0.6 at n = 512: torch has no syrk); the
-    sums per entry are the same dot products as in x @ x.T.
+    (1 + b/n)/2 of the multiply-adds of x @ xᵀ (about 0.6 at n = 512: torch has no syrk); the
+    sums per entry are the same dot products as in x @ xᵀ. Used for CKA's Grams, the HSIC products
+    between them and the probes' XᵀX.
     """
-    n = x.shape[0]
+    n = x.shape[-2]
     if x.device.type != "cpu" or n < _GRAM_PANEL_MIN_N:
-        return x @ x.T
+        return x @ x.transpose(-2, -1)
     if not x.is_contiguous():
-        x = x.contiguous()  # once, not once per panel inside mm
+        x = x.contiguous()  # once, not once per panel inside the products
     panel = max(32, n // 4)
-    K = torch.empty(n, n, dtype=x.dtype)
+    K = torch.empty(*x.shape[:-1], n, dtype=x.dtype)
     for start in range(0, n, panel):
         stop = min(start + panel, n)
-        K[start:stop, start:] = x[start:stop] @ x[start:].T
-        K[stop:, start:stop] = K[start:stop, stop:].T
+        K[..., start:stop, start:] = x[..., start:stop, :] @ x[..., start:, :].transpose(-2, -1)
+        K[..., stop:, start:stop] = K[..., start:stop, stop:].transpose(-2, -1)
     return K
 
 
@@ -405,7 +407,7 @@ class MinibatchCKA(SummedState):
 
     def _add_rows(self, names: list[str], G: Tensor, n: int, problem: str) -> None:
         """h = 2·GGᵀ/(n(n−3)), the batch's unbiased HSIC₁ between every pair, into the sums."""
-        h = 2 * _symmetric_gram(G) / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
+        h = 2 * symmetric_gram(G) / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
         h = (h + h.T) / 2  # exactly symmetric despite matmul rounding
         if not torch.isfinite(h).all():
             bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]

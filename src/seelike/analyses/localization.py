@@ -193,7 +193,10 @@ class Localization(Accumulator):
                 rows[f"{layer.name}/token/{row},{column}"] = layer_rows[index]
         inputs = batch.inputs[self.model.name]
         for grid in dict.fromkeys(self.grids):  # models that ran on the same input share its cells' rows
-            cells = batch.derive(f"localization cells {grid}", inputs, lambda x, grid=grid: [self.cka.centred_row(cell) for cell in pixel_cells(x, grid)])
+            def cell_rows(x: Tensor, grid: Position = grid) -> list[Tensor]:
+                return [self.cka.centred_row(cell) for cell in pixel_cells(x, grid)]
+
+            cells = batch.derive(f"localization cells {grid}", inputs, cell_rows)
             for (row, column), cell in zip(np.ndindex(*grid), cells):
                 rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = cell
         self.cka.update_rows(rows)

@@ -48,6 +48,7 @@ from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
 from seelike.results import Result
+from seelike.similarity import symmetric_gram
 
 __all__ = [
     "middle_blocks",
@@ -161,7 +162,7 @@ class RidgeProbe(SummedState):
         y = self.targets(labels, x.device)
         self.grouped = features.ndim == 3
         xg = x.transpose(0, 1)  # [G, n, d]
-        self.accumulate(sum=x.sum(dim=0), gram=xg.transpose(1, 2) @ xg, cross=torch.einsum("gnd,nc->gdc", xg, y),
+        self.accumulate(sum=x.sum(dim=0), gram=symmetric_gram(x.permute(1, 2, 0)), cross=torch.einsum("gnd,nc->gdc", xg, y),
                         target_sum=y.sum(dim=0), count=torch.tensor(len(x)))
 
     def standardised_normal_equations(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
