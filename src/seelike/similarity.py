@@ -186,13 +186,6 @@ def _upper_triangle_indices(n: int, device: torch.device) -> Tensor:
     return torch.triu_indices(n, n, offset=1, device=device)
 
 
-@functools.lru_cache(maxsize=16)
-def _upper_triangle_flat(n: int, device: torch.device) -> Tensor:
-    """The same entries as :func:`_upper_triangle_indices`, as flat indices into an n × n matrix."""
-    rows, columns = _upper_triangle_indices(n, device)
-    return rows * n + columns
-
-
 # ---------------------------------------------------------------------------------------------
 # HSIC
 
@@ -233,22 +226,6 @@ def _u_centre(K: Tensor) -> Tensor:
     column_means = K_tilde.sum(dim=0, keepdim=True) / (n - 2)
     grand = K_tilde.sum() / ((n - 1) * (n - 2))  # grand sum over (n−1)(n−2)
     return (K_tilde - row_means - column_means + grand).fill_diagonal_(0)  # zero the diagonal again
-
-
-def _u_centred_upper_triangle(K: Tensor) -> Tensor:
-    """The strict upper triangle [n(n−1)/2] of U(K), float64, for a Gram K [n, n] already validated.
-
-    The same numbers as ``_u_centre(K)[rows, columns]``, computed on the triangle only: the row and
-    column means come from the whole matrix, the centring from the entries kept (each entry takes the
-    same operations in the same order), so no n × n float64 temporaries are made."""
-    n = K.shape[0]
-    K_tilde = K.to(torch.float64, copy=True)
-    K_tilde.fill_diagonal_(0)
-    row_means = K_tilde.sum(dim=1) / (n - 2)
-    column_means = K_tilde.sum(dim=0) / (n - 2)
-    grand = K_tilde.sum() / ((n - 1) * (n - 2))
-    rows, columns = _upper_triangle_indices(n, K.device)
-    return torch.take(K_tilde, _upper_triangle_flat(n, K.device)) - row_means[rows] - column_means[columns] + grand
 
 
 # ---------------------------------------------------------------------------------------------
@@ -372,13 +349,15 @@ class MinibatchCKA(SummedState):
         names, matrices = self._check_batch(representations)
         n = matrices[0].shape[0]
         device = matrices[0].device
-        G = torch.empty(len(names), n * (n - 1) // 2, dtype=torch.float64, device=device)
+        rows, columns = _upper_triangle_indices(n, device)
+        G = torch.empty(len(names), rows.numel(), dtype=torch.float64, device=device)
         finite_diagonals = []
         for index, x in enumerate(matrices):
             K = self._gram(x)
             if self.kernel == "linear":
                 finite_diagonals.append(torch.isfinite(K.diagonal()).all().to(device))
-            G[index] = _u_centred_upper_triangle(K).to(device) * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
+            U = _u_centre(K.to(torch.float64)).to(device)
+            G[index] = U[rows, columns] * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
         if self.kernel == "linear":
             self._refuse_non_finite(names, matrices, finite_diagonals)
         self._add_rows(names, G, n, "overflows; scale those activations down.")
@@ -393,7 +372,8 @@ class MinibatchCKA(SummedState):
         n = x.shape[0]
         if n < MIN_UNBIASED_N:
             raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
-        return _u_centred_upper_triangle(self._gram(x)).to(x.device) * _varies(x, x.device)
+        rows, columns = _upper_triangle_indices(n, x.device)
+        return _u_centre(self._gram(x).to(torch.float64)).to(x.device)[rows, columns] * _varies(x, x.device)
 
     def update_rows(self, rows: Mapping[str, Tensor]) -> None:
         """Add one batch given as :meth:`centred_row` of every representation (same names as every batch)."""
