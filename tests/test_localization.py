@@ -126,19 +126,22 @@ def test_models_on_the_same_input_share_its_cells_and_give_their_own_numbers(dat
     import seelike.analyses.localization as localization
 
     vit, cnn = load_model(VIT), load_model("seelike:resnet?widths=[8,16]&units_per_stage=[1,1]")
+    twin = load_model(f"{VIT}&seed=1")  # the same input as vit: its cells are shared
+    twin.label = "twin"
     other = load_model(VIT)
     other.preprocessing = Preprocessing((1, 28, 28), (0.5,), (0.25,))  # another normalisation: other cells
     other.label = "other"
+    models = (vit, twin, cnn, other)
     calls = []
     monkeypatch.setattr(localization, "pixel_cells", lambda inputs, grid, cut=localization.pixel_cells: calls.append(grid) or cut(inputs, grid))
     alone = [run([Localization(model, "blocks.2" if model is not cnn else "stages.1.0")], dataset, n=32, batch_size=16)[0]
-             for model in (vit, cnn, other)]
+             for model in models]
     calls.clear()
-    together = run([Localization(vit, "blocks.2"), Localization(cnn, "stages.1.0"), Localization(other, "blocks.2")], dataset, n=32, batch_size=16)
-    assert sorted(calls) == sorted([(7, 7), (14, 14), (7, 7)] * 2)  # per batch: the ViT's 7×7 cells once, the CNN's 14×14, other's own
+    together = run([Localization(model, "blocks.2" if model is not cnn else "stages.1.0") for model in models], dataset, n=32, batch_size=16)
+    assert sorted(calls) == sorted([(7, 7), (14, 14), (7, 7)] * 2)  # per batch: vit's and twin's 7×7 cells once, the CNN's 14×14, other's own
     for one, shared in zip(alone, together):
         np.testing.assert_array_equal(one["cka"], shared["cka"])
-    assert not np.array_equal(alone[0]["cka"], alone[2]["cka"])
+    assert not np.array_equal(alone[0]["cka"], alone[1]["cka"]) and not np.array_equal(alone[0]["cka"], alone[3]["cka"])
 
 
 def test_layers_without_a_grid_and_positions_outside_it_are_refused(dataset):

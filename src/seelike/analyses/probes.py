@@ -266,8 +266,8 @@ class RidgeProbe(SummedState):
     def correct(self, features: Tensor, labels: Tensor) -> Tensor:
         """Number of correct predictions [L, G] (float64)."""
         counts = []
+        labels = torch.as_tensor(labels, device=self._require_fit().mean.device).long()
         for _, outputs in self._output_chunks(features):
-            labels = torch.as_tensor(labels, device=outputs.device).long()
             counts.append((outputs.argmax(dim=-1) == labels[None, :, None]).sum(dim=1).T)  # [k, G]
         return torch.cat(counts).to(torch.float64)
 
