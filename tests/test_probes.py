@@ -98,6 +98,28 @@ def test_scoring_in_chunks_of_lambdas_gives_the_outputs_of_the_standardised_weig
     assert torch.equal(whole, (expected.argmax(dim=-1) == labels[None, :, None]).sum(dim=1).double())
 
 
+def test_kept_weights_follow_every_refit_and_give_the_numbers_of_weights_formed_anew(monkeypatch):
+    """A fitted probe keeps its raw weights between scoring batches; another λ grid or more data must not reuse them."""
+    import seelike.analyses.probes as probes
+
+    x, labels = gaussian_features(150, 6, 3, separation=0.7, seed=8)
+    probe, fresh = RidgeProbe(3), RidgeProbe(3)
+    probe.update(x[:60], labels[:60])
+    first = probe.fit([0.01, 1.0]).scores(x[100:])
+    assert probe._kept_weights  # kept for the next batch
+    torch.testing.assert_close(probe.scores(x[100:]), first, atol=0, rtol=0)
+    probe.fit([10.0, 100.0])  # the same sums, other λ
+    fresh.update(x[:60], labels[:60])
+    torch.testing.assert_close(probe.scores(x[100:]), fresh.fit([10.0, 100.0]).scores(x[100:]), atol=0, rtol=0)
+    probe.update(x[60:100], labels[60:100])  # more data, the same λ
+    fresh.update(x[60:100], labels[60:100])
+    monkeypatch.setattr(probes, "KEPT_WEIGHTS_BYTES", 0)  # nothing kept: formed anew each time
+    expected = fresh.fit([10.0, 100.0]).scores(x[100:])
+    assert not fresh._kept_weights
+    torch.testing.assert_close(probe.fit([10.0, 100.0]).scores(x[100:]), expected, atol=0, rtol=0)
+    assert not torch.equal(expected, first)
+
+
 def test_grouped_probes_equal_separate_probes_and_merge_of_halves_equals_one():
     x, labels = gaussian_features(120, 10, 3, separation=1.0, seed=3)
     grouped = torch.stack([x, x.flip(1) * 2 + 1], dim=1)  # [n, G=2, d]

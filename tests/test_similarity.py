@@ -276,6 +276,43 @@ def test_all_pairs_matrix_equals_pairwise_minibatch_cka() -> None:
     assert len({round(v, 6) for v in result.matrix[np.triu_indices(4, 1)]}) == 6  # the pairs differ
 
 
+def test_update_between_gives_the_cross_pairs_of_all_pairs_and_nan_for_the_rest() -> None:
+    sizes = [10, 10, 8]
+    x, y = related_pair(sum(sizes), seed=16)
+    first = {"a/l1": x, "a/l2": torch.relu(x.reshape(len(x), -1) @ gaussian(20, 9, seed=17)), "a/l3": x[:, 0]}
+    second = {"b/l1": y, "b/l2": y**2 + gaussian(len(y), 12, seed=18)}
+    names = [*first, *second]
+    every, between = MinibatchCKA(names=names), MinibatchCKA(names=names)
+    for i in range(len(sizes)):
+        batch = {name: r.split(sizes)[i] for name, r in {**first, **second}.items()}
+        every.update(batch)
+        rows = {name: every.centred_row(value, name) for name, value in batch.items()}
+        # first in two blocks (2 + 1 rows), second in one: blocks of any size, rows in the names' order
+        between.update_between([torch.stack([rows["a/l1"], rows["a/l2"]]), rows["a/l3"][None]],
+                               [torch.stack([rows["b/l1"], rows["b/l2"]])])
+    expected, got = every.result(), between.result()
+    cross = np.ix_(range(3), range(3, 5))
+    for key in ("cka", "standard_error", "hsic"):
+        np.testing.assert_allclose(got[key][cross], expected[key][cross], rtol=1e-10, atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(got[key][cross[::-1]], expected[key][cross[::-1]], rtol=1e-10, atol=1e-12, err_msg=key)
+        np.testing.assert_allclose(np.diag(got[key]), np.diag(expected[key]), rtol=1e-10, atol=1e-12, err_msg=key)
+    group = np.array([0, 0, 0, 1, 1])
+    within = (group[:, None] == group[None, :]) & ~np.eye(5, dtype=bool)
+    assert np.isnan(got.matrix[within]).all() and not np.isnan(got.matrix[~within]).any()  # only within-group pairs skipped
+
+
+def test_update_between_refuses_rows_that_do_not_match_the_names() -> None:
+    x = gaussian(3, 10 * 9 // 2, seed=3)
+    with pytest.raises(InvalidInputError, match="names fixed at construction"):
+        MinibatchCKA().update_between([x[:2]], [x[2:]])
+    with pytest.raises(InvalidInputError, match="one row per name"):
+        MinibatchCKA(names=["a", "b", "c", "d"]).update_between([x[:2]], [x[2:]])
+    with pytest.raises(InvalidInputError, match="same images"):
+        MinibatchCKA(names=["a", "b", "c"]).update_between([x[:2]], [gaussian(1, 8 * 7 // 2, seed=4)])
+    with pytest.raises(InvalidInputError, match="'c'"):
+        MinibatchCKA(names=["a", "b", "c"]).update_between([x[:2]], [torch.full((1, 45), math.inf)])
+
+
 def test_minibatch_estimate_is_close_to_full_batch_for_large_n() -> None:
     n = 2000
     latent = gaussian(n, 6, seed=19)

@@ -20,7 +20,7 @@ import functools
 import itertools
 import math
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -384,6 +384,43 @@ class MinibatchCKA(SummedState):
         n = round((1 + math.sqrt(1 + 8 * length.pop())) / 2)
         G = torch.stack([rows[name].reshape(-1).to(torch.float64) for name in names])
         self._add_rows(names, G, n, "has NaN or inf values, or its Gram overflows; check or scale those activations.")
+
+    def update_between(self, first: Sequence[Tensor], second: Sequence[Tensor]) -> None:
+        """Add one batch given as blocks of centred rows ([k, n(n−1)/2] each, rows of :meth:`centred_row`), computing
+        only the pairs between a row of ``first`` and a row of ``second``, and each row with itself.
+
+        The rows follow the names fixed at construction: every block of ``first``, then of ``second``. Every
+        other pair (two rows of ``first``, or two of ``second``) is NaN in the result: localization needs each
+        token position against each input cell, not the token positions against one another, and this skips
+        those products and the copy of every row into one matrix.
+        """
+        if self._fixed_names is None:
+            raise InvalidInputError("update_between() needs the names fixed at construction: MinibatchCKA(names=[...]).")
+        names = self._fixed_names
+        first, second = [block.to(torch.float64) for block in first], [block.to(torch.float64) for block in second]
+        sizes = [len(block) for block in first + second]
+        lengths = {block.shape[-1] for block in first + second}
+        if sum(sizes) != len(names) or len(lengths) != 1 or any(block.ndim != 2 for block in first + second):
+            raise InvalidInputError(f"update_between() got blocks of {sizes} rows for {len(names)} names, of lengths {sorted(lengths)}: "
+                                    "pass one row per name, every row from the same images.")
+        n = round((1 + math.sqrt(1 + 8 * lengths.pop())) / 2)
+        scale = 2 / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
+        h = torch.full((len(names), len(names)), math.nan, dtype=torch.float64, device=first[0].device)
+        starts = list(itertools.accumulate([0, *sizes]))
+        split = len(first)
+        for i, a in enumerate(first):
+            for j, b in enumerate(second, start=split):
+                cross = scale * (a @ b.T)
+                h[starts[i]:starts[i + 1], starts[j]:starts[j + 1]] = cross
+                h[starts[j]:starts[j + 1], starts[i]:starts[i + 1]] = cross.T
+        squares = [(block[:, None, :] @ block[:, :, None]).flatten() for block in first + second]  # each row with itself
+        h.diagonal().copy_(scale * torch.cat(squares))
+        computed = torch.isfinite(h) | torch.isnan(h) & ~torch.eye(len(names), dtype=torch.bool, device=h.device)
+        if not computed.all():  # an inf anywhere, or a NaN that is not a skipped pair
+            bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
+            raise InvalidInputError(f"the Gram of {', '.join(map(repr, bad)) or 'a representation'} has NaN or inf values, "
+                                    "or overflows; check or scale those activations.")
+        self._accumulate(names, h, n)
 
     def _add_rows(self, names: list[str], G: Tensor, n: int, problem: str) -> None:
         """h = 2·GGᵀ/(n(n−3)), the batch's unbiased HSIC₁ between every pair, into the sums."""

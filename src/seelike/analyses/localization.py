@@ -4,9 +4,9 @@ For a token at grid position p (ViT: patch token p, prefix tokens skipped; CNN: 
 at position p of a feature map) and the raw pixels of the input cell at every grid position q,
 heatmapₚ[q] = CKA over images. Raw pixels are the model's preprocessed input cut into the layer's
 grid (cell = input size / grid size). Every position of every layer and every input cell go into
-ONE :class:`~seelike.similarity.MinibatchCKA` per batch (all pairs in one matmul), so the scores
+ONE :class:`~seelike.similarity.MinibatchCKA` per batch (every token position against every input cell in one product), so the scores
 use the full grid: the share of positions whose own cell ranks first, and the mean CKA on the
-diagonal (p = q) minus the mean off it.
+diagonal (p = q) minus the mean off it. Only token-vs-cell pairs are computed (``update_between``).
 """
 
 from __future__ import annotations
@@ -185,22 +185,18 @@ class Localization(Accumulator):
         return torch.stack([self.cka.centred_row(positions[:, index], key) for index in range(positions.shape[1])])
 
     def update(self, activations: Mapping[str, Tensor], batch: Batch) -> None:
-        """Add one batch: each layer's position rows and the input cells of the preprocessed input they came from."""
-        rows: dict[str, Tensor] = {}
-        for layer, grid in zip(self.chosen, self.grids):
-            layer_rows = activation(activations, self.model, layer)
-            for index, (row, column) in enumerate(np.ndindex(*grid)):
-                rows[f"{layer.name}/token/{row},{column}"] = layer_rows[index]
+        """Add one batch: each layer's position rows against the input cells of the preprocessed input they came from."""
+        tokens = [activation(activations, self.model, layer) for layer in self.chosen]
         inputs = batch.inputs[self.model.name]
-        for grid in dict.fromkeys(self.grids):  # models that ran on the same input share its cells' rows
-            def cell_rows(x: Tensor, grid: Position = grid) -> list[Tensor]:
-                return [self.cka.centred_row(cell) for cell in pixel_cells(x, grid)]
-
-            cells = batch.derive(f"localization cells {grid}", inputs, cell_rows)
-            for (row, column), cell in zip(np.ndindex(*grid), cells):
-                rows[f"pixels/{grid[0]}x{grid[1]}/{row},{column}"] = cell
-        self.cka.update_rows(rows)
+        # models that ran on the same input share its cells' rows
+        cells = [batch.derive(f"localization cells {grid}", inputs, lambda x, grid=grid: self._cell_rows(x, grid))
+                 for grid in dict.fromkeys(self.grids)]
+        self.cka.update_between(tokens, cells)
         self.count(batch)
+
+    def _cell_rows(self, inputs: Tensor, grid: Position) -> Tensor:
+        """The centred rows [cells, n(n−1)/2] of the input cut into ``grid`` (row-major)."""
+        return torch.stack([self.cka.centred_row(cell) for cell in pixel_cells(inputs, grid)])
 
     def compute(self) -> LocalizationResult:
         """CKA grids [layers, P, Q] and the localization scores of every layer."""

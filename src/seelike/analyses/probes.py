@@ -75,6 +75,7 @@ READOUTS = ("gap", "cls", "first", "mean", "tokens")
 POOLED_READOUTS = ("gap", "cls", "first", "mean")
 MEMORY_WARNING_BYTES = 8 * 2**30
 OUTPUT_BYTES = 64 * 2**20  # regression outputs scored at once (a probe's λ are scored in chunks under this)
+KEPT_WEIGHTS_BYTES = 16 * 2**20  # a fitted probe keeps its raw weights for the next batch up to this size (a 28-px ViT's per-token probe: ~5 MB)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,6 +119,8 @@ class RidgeProbe(SummedState):
         self._solution: _Solution | None = None
         self._solved_sums: tuple[Tensor | None, ...] = ()  # the state tensors the solution was computed from
         self._single_lambda = False
+        self._kept_weights: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}  # λ chunk -> raw weights, of _kept_for
+        self._kept_for: _Solution | None = None
 
     @property
     def n(self) -> int:
@@ -241,9 +244,23 @@ class RidgeProbe(SummedState):
         groups, n, classes = x.shape[0], x.shape[1], s.projection.shape[-1]
         step = max(1, OUTPUT_BYTES // (8 * groups * max(n, 1) * classes))
         for start in range(0, len(s.lambdas), step):
-            lambdas = s.lambdas[start:start + step]
-            weights, bias = self._raw_weights(lambdas)
-            yield start, torch.baddbmm(bias, x, weights).view(groups, n, len(lambdas), classes)
+            weights, bias = self._chunk_weights(start, min(start + step, len(s.lambdas)))
+            yield start, torch.baddbmm(bias, x, weights).view(groups, n, -1, classes)
+
+    def _chunk_weights(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """:meth:`_raw_weights` of λ[start:stop], kept while the fit stays the same and the kept weights stay under
+        :data:`KEPT_WEIGHTS_BYTES`: a scoring pass then forms them once, not once per batch (they cost a
+        d × d product per λ, about as much as scoring a batch)."""
+        s = self._require_fit()
+        if self._kept_for is not s:
+            self._kept_weights, self._kept_for = {}, s
+        if (start, stop) in self._kept_weights:
+            return self._kept_weights[start, stop]
+        weights, bias = self._raw_weights(s.lambdas[start:stop])
+        kept = sum(w.numel() * w.element_size() for w, _ in self._kept_weights.values())
+        if kept + weights.numel() * weights.element_size() <= KEPT_WEIGHTS_BYTES:
+            self._kept_weights[start, stop] = weights, bias
+        return weights, bias
 
     def _outputs(self, features: Tensor) -> Iterator[Tensor]:
         """Regression outputs [n, G, C] for each λ in turn."""
