@@ -186,6 +186,13 @@ def _upper_triangle_indices(n: int, device: torch.device) -> Tensor:
     return torch.triu_indices(n, n, offset=1, device=device)
 
 
+@functools.lru_cache(maxsize=16)
+def _upper_triangle_flat(n: int, device: torch.device) -> Tensor:
+    """Flat indices [n(n−1)/2] of the strict upper triangle of a contiguous n × n matrix, row-major (for torch.take)."""
+    rows, columns = _upper_triangle_indices(n, device)
+    return rows * n + columns
+
+
 # ---------------------------------------------------------------------------------------------
 # HSIC
 
@@ -218,14 +225,15 @@ def u_centre(K: ArrayLike) -> Tensor:
     return _u_centre(_check_gram(K, "K", MIN_UNBIASED_N))
 
 
-def _u_centre(K: Tensor) -> Tensor:
-    """U(K) for a float64 Gram [n, n] already validated."""
+def _u_centre(K: Tensor, overwrite: bool = False) -> Tensor:
+    """U(K) for a float64 Gram [n, n] already validated; ``overwrite``: K is the caller's own fresh Gram, centred in place."""
     n = K.shape[0]
-    K_tilde = K.clone().fill_diagonal_(0)  # zero the diagonal
+    K_tilde = (K if overwrite else K.clone()).fill_diagonal_(0)  # zero the diagonal
     row_means = K_tilde.sum(dim=1, keepdim=True) / (n - 2)  # row and column means with divisor n−2
     column_means = K_tilde.sum(dim=0, keepdim=True) / (n - 2)
     grand = K_tilde.sum() / ((n - 1) * (n - 2))  # grand sum over (n−1)(n−2)
-    return (K_tilde - row_means - column_means + grand).fill_diagonal_(0)  # zero the diagonal again
+    # ((K̃ − row means) − column means) + grand, in place: the same operations in the same order, no temporaries
+    return K_tilde.sub_(row_means).sub_(column_means).add_(grand).fill_diagonal_(0)  # zero the diagonal again
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,15 +357,15 @@ class MinibatchCKA(SummedState):
         names, matrices = self._check_batch(representations)
         n = matrices[0].shape[0]
         device = matrices[0].device
-        rows, columns = _upper_triangle_indices(n, device)
-        G = torch.empty(len(names), rows.numel(), dtype=torch.float64, device=device)
+        triangle = _upper_triangle_flat(n, device)
+        G = torch.empty(len(names), triangle.numel(), dtype=torch.float64, device=device)
         finite_diagonals = []
         for index, x in enumerate(matrices):
             K = self._gram(x)
             if self.kernel == "linear":
                 finite_diagonals.append(torch.isfinite(K.diagonal()).all().to(device))
-            U = _u_centre(K.to(torch.float64)).to(device)
-            G[index] = U[rows, columns] * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
+            U = _u_centre(K.to(torch.float64), overwrite=True).to(device)
+            G[index] = torch.take(U, triangle) * _varies(x, device)  # identical for every image: U(K) is 0, not rounding noise
         if self.kernel == "linear":
             self._refuse_non_finite(names, matrices, finite_diagonals)
         self._add_rows(names, G, n, "overflows; scale those activations down.")
@@ -372,8 +380,8 @@ class MinibatchCKA(SummedState):
         n = x.shape[0]
         if n < MIN_UNBIASED_N:
             raise InvalidInputError(f"minibatch CKA needs at least 4 images per batch, got {n}; use a larger batch size")
-        rows, columns = _upper_triangle_indices(n, x.device)
-        return _u_centre(self._gram(x).to(torch.float64)).to(x.device)[rows, columns] * _varies(x, x.device)
+        U = _u_centre(self._gram(x).to(torch.float64), overwrite=True).to(x.device)  # the Gram is this call's own
+        return torch.take(U, _upper_triangle_flat(n, x.device)) * _varies(x, x.device)
 
     def update_rows(self, rows: Mapping[str, Tensor]) -> None:
         """Add one batch given as :meth:`centred_row` of every representation (same names as every batch)."""
