@@ -424,7 +424,7 @@ class MinibatchCKA(SummedState):
         squares = [(block[:, None, :] @ block[:, :, None]).flatten() for block in first + second]  # each row with itself
         h.diagonal().copy_(scale * torch.cat(squares))
         computed = torch.isfinite(h) | torch.isnan(h) & ~torch.eye(len(names), dtype=torch.bool, device=h.device)
-        if not computed.all():  # an inf anywhere, or a NaN that is not a skipped pair
+        if not computed.all():  # an inf anywhere, or a NaN on the diagonal (a row holding NaN has a NaN square)
             bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
             raise InvalidInputError(f"the Gram of {', '.join(map(repr, bad)) or 'a representation'} has NaN or inf values, "
                                     "or overflows; check or scale those activations.")

@@ -4,9 +4,10 @@ For a token at grid position p (ViT: patch token p, prefix tokens skipped; CNN: 
 at position p of a feature map) and the raw pixels of the input cell at every grid position q,
 heatmapₚ[q] = CKA over images. Raw pixels are the model's preprocessed input cut into the layer's
 grid (cell = input size / grid size). Every position of every layer and every input cell go into
-ONE :class:`~seelike.similarity.MinibatchCKA` per batch (every token position against every input cell in one product), so the scores
-use the full grid: the share of positions whose own cell ranks first, and the mean CKA on the
-diagonal (p = q) minus the mean off it. Only token-vs-cell pairs are computed (``update_between``).
+ONE :class:`~seelike.similarity.MinibatchCKA` per batch, which computes each token position against
+each input cell (``update_between``: the token-token pairs are never needed), so the scores use the
+full grid: the share of positions whose own cell ranks first, and the mean CKA on the diagonal
+(p = q) minus the mean off it.
 """
 
 from __future__ import annotations
