@@ -405,26 +405,24 @@ class MinibatchCKA(SummedState):
         if self._fixed_names is None:
             raise InvalidInputError("update_between() needs the names fixed at construction: MinibatchCKA(names=[...]).")
         names = self._fixed_names
-        first, second = [block.to(torch.float64) for block in first], [block.to(torch.float64) for block in second]
-        sizes = [len(block) for block in first + second]
-        lengths = {block.shape[-1] for block in first + second}
-        if sum(sizes) != len(names) or len(lengths) != 1 or any(block.ndim != 2 for block in first + second):
+        blocks = [block.to(torch.float64) for block in (*first, *second)]
+        sizes = [len(block) for block in blocks]
+        lengths = {block.shape[-1] for block in blocks}
+        if sum(sizes) != len(names) or len(lengths) != 1 or any(block.ndim != 2 for block in blocks):
             raise InvalidInputError(f"update_between() got blocks of {sizes} rows for {len(names)} names, of lengths {sorted(lengths)}: "
                                     "pass one row per name, every row from the same images.")
         n = round((1 + math.sqrt(1 + 8 * lengths.pop())) / 2)
         scale = 2 / (n * (n - 3))  # ⟨U(K), U(L)⟩ = 2·Σ_{i<j} U(K)_ij U(L)_ij
-        h = torch.full((len(names), len(names)), math.nan, dtype=torch.float64, device=first[0].device)
+        h = torch.full((len(names), len(names)), math.nan, dtype=torch.float64, device=blocks[0].device)
         starts = list(itertools.accumulate([0, *sizes]))
-        split = len(first)
-        for i, a in enumerate(first):
-            for j, b in enumerate(second, start=split):
-                cross = scale * (a @ b.T)
+        for i in range(len(first)):
+            for j in range(len(first), len(blocks)):
+                cross = scale * (blocks[i] @ blocks[j].T)
                 h[starts[i]:starts[i + 1], starts[j]:starts[j + 1]] = cross
                 h[starts[j]:starts[j + 1], starts[i]:starts[i + 1]] = cross.T
-        squares = [(block[:, None, :] @ block[:, :, None]).flatten() for block in first + second]  # each row with itself
-        h.diagonal().copy_(scale * torch.cat(squares))
-        computed = torch.isfinite(h) | torch.isnan(h) & ~torch.eye(len(names), dtype=torch.bool, device=h.device)
-        if not computed.all():  # an inf anywhere, or a NaN on the diagonal (a row holding NaN has a NaN square)
+        h.diagonal().copy_(scale * torch.cat([(block[:, None, :] @ block[:, :, None]).flatten() for block in blocks]))  # each row with itself
+        # a row holding NaN or inf has a NaN or inf square; an overflowing product is inf (the skipped pairs are NaN)
+        if not torch.isfinite(h.diagonal()).all() or torch.isinf(h).any():
             bad = [name for name, value in zip(names, h.diagonal().tolist()) if not math.isfinite(value)]
             raise InvalidInputError(f"the Gram of {', '.join(map(repr, bad)) or 'a representation'} has NaN or inf values, "
                                     "or overflows; check or scale those activations.")
