@@ -148,9 +148,10 @@ def test_the_study_under_torchrun_writes_once_the_numbers_of_one_process(tmp_pat
 
     narrow = {role: spec.replace("width=32", "width=16").replace("width=48", "width=24") for role, spec in TINY.items()}
     roles = [arg for role, spec in narrow.items() for arg in ("--models", f"{role}={spec}")]
-    # 40 images in batches of 4: the probes' 8 held-out training images still make two batches, one per rank
+    # 40 images in batches of 8: the probes' 8 held-out training images fill one batch, which the probes split in two,
+    # one per rank (they failed with "1 batches cannot be shared by 2 ranks" before)
     command = ["--threads", "1", "study", *roles, "--data", "synthetic:n=256,size=28,channels=1,classes=4,seed=0",
-               "--images", "40", "--batch-size", "4"]  # torchrun reads --n as its own
+               "--images", "40", "--batch-size", "8"]  # torchrun reads --n as its own
     environment = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "seelike", *command, "--out", str(tmp_path / "one")],
                             capture_output=True, text=True, timeout=600, env=environment)
@@ -169,3 +170,12 @@ def test_the_study_under_torchrun_writes_once_the_numbers_of_one_process(tmp_pat
     one, two = (json.loads((tmp_path / run / "results.json").read_text()) for run in ("one", "two"))
     assert all(step["status"] == "ok" for step in two["steps"].values())
     _assert_same(_numbers(one), _numbers(two))
+
+
+def test_batch_size_for_ranks_gives_every_rank_a_batch(monkeypatch):
+    import seelike.distributed as distributed
+
+    monkeypatch.setattr(distributed, "world", lambda: (0, 2))
+    assert [distributed.batch_size_for_ranks(images, 8) for images in (8, 9, 16, 100, 1)] == [4, 5, 8, 8, 1]
+    monkeypatch.setattr(distributed, "world", lambda: (0, 1))
+    assert distributed.batch_size_for_ranks(8, 8) == 8  # one process: the batch size as given

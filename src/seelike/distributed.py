@@ -20,7 +20,8 @@ import torch.distributed as dist
 
 from seelike.errors import SeelikeError
 
-__all__ = ["RankFailedError", "all_ranks_ok", "init_from_environment", "is_main_process", "rank_share", "world"]
+__all__ = ["RankFailedError", "all_ranks_ok", "batch_size_for_ranks", "init_from_environment", "is_main_process", "rank_share",
+           "world"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +61,17 @@ def rank_share(batches: Iterable[T]) -> Iterator[T]:
     for index, batch in enumerate(batches):
         if index % size == rank:
             yield batch
+
+
+def batch_size_for_ranks(images: int, batch_size: int) -> int:
+    """``batch_size``, or less where ``images`` would otherwise make fewer batches than there are ranks (a pass
+    needs a batch on every rank).
+
+    Only for passes whose results do not depend on how the images are batched, such as the probes' sums;
+    minibatch CKA's estimate does, so its passes keep the batch size they were given (and say when it is too large).
+    """
+    ranks = world()[1]
+    return max(1, min(batch_size, -(-images // ranks)))
 
 
 def all_ranks_ok(ok: bool) -> None:

@@ -44,6 +44,7 @@ from torch import Tensor
 from seelike.analyses.base import Accumulator, Batch, SummedState, activation
 from seelike.capture import Capture
 from seelike.data import ImageDataset, check_disjoint, iterate_batches
+from seelike.distributed import batch_size_for_ranks
 from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Layer, Model
@@ -608,7 +609,8 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
     """Few-shot probes per (readout, block, sample), refitted at their chosen λ, and the chosen λ [R, B, S]."""
     draws = few_shot_indices(train_set.labels, train_set.num_classes, shots, samples, seed)
     drawn = torch.unique(torch.cat([torch.cat(draw) for draw in draws]))  # each drawn image streamed once
-    kept = run([ProbeFeatures(model, readouts)], train_set, batch_size=batch_size, indices=drawn, progress=progress)[0]
+    kept = run([ProbeFeatures(model, readouts)], train_set, batch_size=batch_size_for_ranks(len(drawn), batch_size), indices=drawn,
+               progress=progress)[0]
     rows = np.argsort(kept["indices"], kind="stable")  # rows in ``drawn`` order, whatever order the ranks sent them
     kept = {name: values[rows] for name, values in kept.arrays.items()}
     all_labels = torch.from_numpy(kept["labels"])
@@ -640,13 +642,15 @@ def _fit_full(model: Model, train_set: ImageDataset, readouts: Sequence[str], or
     fitting, held_out = torch.sort(order[:-n_validation]).values, torch.sort(order[-n_validation:]).values
     _warn_memory(model, model.block_layers(), readouts, train_set.num_classes)
     statistics = ProbeStatistics(model, readouts, train_set.num_classes)
-    run([statistics], train_set, batch_size=batch_size, indices=fitting, progress=progress)
+    # sums and counts, the same however the images are batched: every rank of a distributed run gets a batch
+    run([statistics], train_set, batch_size=batch_size_for_ranks(len(fitting), batch_size), indices=fitting, progress=progress)
     probes = statistics.probes
     reach = reachable_lambdas(lambdas, widenings)
     for probe in probes.values():
         probe.fit(reach)
     scores = ProbeScores(model, {(r, b, -1): probe for (r, b), probe in probes.items()})
-    run([scores, statistics], train_set, batch_size=batch_size, indices=held_out, progress=progress)  # sums: every training image
+    run([scores, statistics], train_set, batch_size=batch_size_for_ranks(len(held_out), batch_size), indices=held_out,
+        progress=progress)  # sums: every training image
     validation_accuracy, chosen = np.zeros((len(readouts), model.num_blocks)), np.zeros((len(readouts), model.num_blocks))
     for (readout, b), probe in probes.items():
         accuracy = scores.correct(readout, b).mean(dim=1) / len(held_out)  # averaged over token positions
@@ -812,7 +816,7 @@ def probe_layers(
     scores = fitted.scorer()
     # the seeded images every analysis reads (a study's shared pass among them), in any number: probes need no 4-image batch
     order = iterate_batches(test_set, batch_size, n=n_test, shuffle=True, seed=seed, min_batch=1).order
-    run([scores], test_set, batch_size=batch_size, indices=order, progress=progress)
+    run([scores], test_set, batch_size=batch_size_for_ranks(len(order), batch_size), indices=order, progress=progress)
     return fitted.result(scores, test_set)
 
 
