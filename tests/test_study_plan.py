@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -134,6 +135,9 @@ def test_a_planned_skip_is_reported_without_failing_and_a_dry_run_marks_every_fi
     assert planned["status"] == "skipped" and planned["planned_skip"] and planned["error"] == "needs vit_seed1"
     (finding,) = document["steps"]["runs"]["findings"]
     assert finding["why"].startswith("random-init dry run")
+    page = re.sub("<[^>]+>", "", (tmp_path / "report" / "index.html").read_text())
+    assert "Steps the plan left out (their models are not in this study): planned_out." in page
+    assert "did not run" not in page and "Not run" not in page  # not shown as a failure
     trained = run_study(steps[:1], StudySettings(data="synthetic:n=64,size=28,channels=1", n=16, batch_size=16), tmp_path / "trained")
     assert "dry run" not in trained[0].section.findings[0].why
 

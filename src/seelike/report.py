@@ -144,6 +144,9 @@ def _step_html(name: str, step: Mapping[str, Any]) -> str:
              f"<p class='muted'>step <code>{_escape(name)}</code> · models {models} · {_escape(step['status'])} in {step['seconds']:.1f} s</p>"]
     if step.get("note"):
         parts.append(f"<p class='muted'>{_escape(step['note'])}</p>")
+    if step.get("planned_skip"):
+        parts.append(f"<p class='muted'>Left out by the plan: {_escape(step['error'])}</p></section>")
+        return "\n".join(parts)
     if step["status"] in ("error", "skipped"):
         label = "This analysis failed" if step["status"] == "error" else "Not run"
         parts.append(f"<div class='error'>{label}: {_escape(step['error'])}</div></section>")
@@ -173,11 +176,17 @@ def _summary(document: Mapping[str, Any]) -> tuple[str, str]:
     why = [(name, f) for name, step in steps.items() for f in step.get("findings", []) if f["verdict"] in ("also at baseline", "not measured")]
     lines = "".join(f"<li><b>{_escape(f['verdict'])}</b> — {_escape(f['claim'])} (<a href='#{_escape(name)}'>{_escape(name)}</a>): {_escape(f['why'])}</li>"
                     for name, f in why)
-    failed = [name for name, step in steps.items() if step["status"] in ("error", "skipped")]
-    links = ", ".join(f"<a href='#{_escape(n)}'>{_escape(n)}</a>" for n in failed)
-    failed_text = f"<p class='not-held'>Steps that did not run: {links}.</p>" if failed else ""
-    return (f"<p id='summary'>{total} findings: {items}.</p>{failed_text}",
+    # a step the plan left out (its models are not in the preset) is not a failure: said apart, not in red
+    failed = [name for name, step in steps.items() if step["status"] in ("error", "skipped") and not step.get("planned_skip")]
+    planned = [name for name, step in steps.items() if step.get("planned_skip")]
+    failed_text = f"<p class='not-held'>Steps that did not run: {_step_links(failed)}.</p>" if failed else ""
+    planned_text = f"<p class='planned'>Steps the plan left out (their models are not in this study): {_step_links(planned)}.</p>" if planned else ""
+    return (f"<p id='summary'>{total} findings: {items}.</p>{failed_text}{planned_text}",
             f"<p>Why rows are “also at baseline” or “not measured”:</p><ul class='why'>{lines}</ul>" if lines else "")
+
+
+def _step_links(names: Sequence[str]) -> str:
+    return ", ".join(f"<a href='#{_escape(name)}'>{_escape(name)}</a>" for name in names)
 
 
 def _contents(document: Mapping[str, Any]) -> str:
