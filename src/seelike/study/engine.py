@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -375,15 +376,14 @@ def read_cache(cache_dir: Path) -> tuple[Result | None, str]:
 
 
 def environment(settings: StudySettings, seconds: float) -> dict[str, Any]:
-    import timm
-    import torchvision
-
+    """What ran the study. Versions of packages the study may not have imported come from their metadata
+    (importing torchvision and timm only to read a version took 2.4 s; torch's version names the build)."""
     return {
         "seelike": seelike_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
+        "torchvision": importlib.metadata.version("torchvision"),
+        "timm": importlib.metadata.version("timm"),
         "numpy": np.__version__,
         "device": settings.device if settings.device != "cpu" else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
         "platform": platform.platform(),
