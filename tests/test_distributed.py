@@ -46,6 +46,27 @@ WORKER = textwrap.dedent('''
     feed([twice], _batches(list(range(16, 32))), progress=False)
     if rank == 0:
         np.savez(f"{sys.argv[1]}/two_passes.npz", **{k: v.numpy() for k, v in twice.state_dict().items()})
+    from seelike.checkpoints import PassCheckpoint
+    checkpoint = PassCheckpoint(f"{sys.argv[1]}/pass.pt", key="cka", every_seconds=0)  # one file per rank
+    interrupted = FACTORIES["cka"](*models)
+    update, seen = interrupted.update, []
+    def stop_after_one(activations, batch):
+        if seen:
+            raise KeyboardInterrupt
+        seen.append(len(batch))
+        update(activations, batch)
+    interrupted.update = stop_after_one
+    try:
+        feed([interrupted], _batches(list(range(32))), progress=False, checkpoint=checkpoint)
+    except KeyboardInterrupt:
+        print(f"rank {rank}: interrupted")
+    resumed = FACTORIES["cka"](*models)
+    resumed_update, streamed = resumed.update, []
+    resumed.update = lambda activations, batch: (streamed.append(len(batch)), resumed_update(activations, batch))
+    feed([resumed], _batches(list(range(32))), progress=False, checkpoint=checkpoint)
+    print(f"rank {rank}: resumed with {len(streamed)} batch(es)")
+    if rank == 0:
+        np.savez(f"{sys.argv[1]}/cka_resumed.npz", **resumed.compute().arrays)
     failing = FACTORIES["attention_distance"](*models)
     if rank == 1:
         failing.update = lambda *args: (_ for _ in ()).throw(RuntimeError("rank 1 broke"))
@@ -99,6 +120,16 @@ def test_an_accumulator_fed_two_passes_counts_the_first_pass_once(models, two_ra
     assert sorted(distributed) == sorted(expected)
     for key in expected:
         np.testing.assert_allclose(distributed[key], expected[key], rtol=1e-10, atol=1e-10, err_msg=key)
+
+
+def test_each_rank_resumes_its_own_share_of_an_interrupted_pass(two_ranks):
+    out, stdout = two_ranks
+    assert "rank 0: interrupted" in stdout and "rank 1: interrupted" in stdout
+    assert "rank 0: resumed with 1 batch(es)" in stdout and "rank 1: resumed with 1 batch(es)" in stdout  # of two each
+    assert not list(out.glob("pass*.pt"))  # each rank removed its file when the resumed pass ended
+    with np.load(out / "cka.npz") as whole, np.load(out / "cka_resumed.npz") as resumed:
+        for key in whole.files:
+            np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
 
 
 def test_a_failing_rank_stops_every_rank_with_a_clear_error(two_ranks):

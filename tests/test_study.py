@@ -3,6 +3,7 @@ failures kept in their section (the report and the export: test_report.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -277,6 +278,46 @@ def test_single_pass_steps_share_one_pass_and_give_the_numbers_of_separate_runs(
         assert sorted(a.arrays) == sorted(b.arrays)
         for key in a.arrays:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{together.step.name}: {key}")
+
+
+def test_an_interrupted_study_resumes_its_shared_pass_at_the_batch_it_reached(tmp_path, monkeypatch):
+    from seelike.checkpoints import PassCheckpoint
+
+    steps, settings = _single_pass_steps(), dataclasses.replace(SETTINGS, batch_size=16)  # four batches
+    whole = run_study(steps, settings, tmp_path / "whole")
+    monkeypatch.setattr(engine, "SHARED_PASS_SAVE_SECONDS", 0.0)  # saved after every batch
+    save, saved = PassCheckpoint.save_if_due, []
+
+    def save_then_interrupt(self, accumulators, batches, precision):
+        save(self, accumulators, batches, precision)
+        saved.append(batches)
+        if batches == 2:
+            raise KeyboardInterrupt  # Ctrl-C after the second batch
+
+    monkeypatch.setattr(PassCheckpoint, "save_if_due", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(steps, settings, tmp_path / "resumed")
+    checkpoint = tmp_path / "resumed" / "cache" / "shared-pass.pt"
+    assert checkpoint.exists() and saved == [1, 2]
+    resumed = run_study(steps, settings, tmp_path / "resumed")
+    assert saved == [1, 2, 3, 4]  # the pass went on from the third batch
+    assert [o.status for o in resumed] == ["ok"] * 5 and not checkpoint.exists()
+    for uninterrupted, outcome in zip(whole, resumed):
+        a, b = load_result(uninterrupted.cache_dir), load_result(outcome.cache_dir)
+        assert sorted(a.arrays) == sorted(b.arrays)
+        for key in a.arrays:
+            np.testing.assert_array_equal(b[key], a[key], err_msg=f"{outcome.step.name}: {key}")
+
+
+def test_shared_results_are_cached_before_a_step_that_runs_alone(tmp_path, monkeypatch, counting):
+    """An interruption in a later step (ERF runs after the shared pass) loses none of the shared pass's results."""
+    calls, failures = counting
+    failures["after"] = KeyboardInterrupt()
+    steps = [*_single_pass_steps()[:2], StudyStep("after", "RQ2", "after", "count", {"vit": TINY["vit"]}, section, params={"label": "after"}),
+             *_single_pass_steps()[2:]]
+    with pytest.raises(KeyboardInterrupt):
+        run_study(steps, SETTINGS, tmp_path)
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir() if p.is_dir()) == ["attention", "cka", "heads", "localize", "skips"]
 
 
 def test_random_init_drops_every_weight_option_and_the_dry_run_seed_differs_from_the_baseline():

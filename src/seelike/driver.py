@@ -10,8 +10,9 @@ and the study both use it, so k analyses of one model cost one forward pass per 
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from seelike.analyses.base import Accumulator, Batch, RunInfo
 from seelike.capture import Capture, ThroughputMeter
+from seelike.checkpoints import PassCheckpoint
 from seelike.data import BatchIterator, ImageDataset, fetch, iterate_batches
 from seelike.distributed import RankFailedError, all_ranks_ok, rank_share, world
 from seelike.errors import InvalidInputError
@@ -85,6 +87,7 @@ def feed(
     total: int | None = None,
     precision: str = "fp32",
     shared: bool = False,
+    checkpoint: PassCheckpoint | None = None,
 ) -> None:
     """Stream ``batches`` (images, labels, indices) once through every model into every accumulator.
 
@@ -93,7 +96,8 @@ def feed(
     what earlier passes left in them, counted once: an accumulator may be fed several passes).
     ``precision``: "fp32", or "bf16" / "fp16" autocast for the forward passes; what the accumulators
     compute from the activations (Grams, sums) stays in float32 or float64. ``shared``: the batches are
-    already this rank's share (a loader that skips the other ranks' batches itself).
+    already this rank's share (a loader that skips the other ranks' batches itself). ``checkpoint``: save the
+    accumulators' state as the pass goes and resume from it (:mod:`seelike.checkpoints`); removed when the pass ends.
     """
     if precision not in PRECISIONS:
         raise InvalidInputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -110,9 +114,14 @@ def feed(
     earlier = [accumulator.state_dict() for accumulator in accumulators] if size > 1 else []
     for accumulator in accumulators if size > 1 else []:
         accumulator.reset()
+    done = checkpoint.restore(accumulators, precision) if checkpoint is not None else 0  # this rank's batches already summed
+    if done:
+        batches, skipped = _skip(batches, done if shared else done * size)  # whole rounds of K batches: the ranks' shares stay
+        total = None if total is None else total - skipped
+    saving = None if checkpoint is None else lambda count: checkpoint.save_if_due(accumulators, done + count, precision)
     try:
         _stream(accumulators, batches if shared else rank_share(batches), grad_mode, progress, None if total is None else -(-total // size),
-                PRECISIONS[precision])
+                PRECISIONS[precision], saving)
     except BaseException:
         if size > 1:  # tell the other ranks, so they stop instead of waiting in the all-reduce
             try:
@@ -125,11 +134,24 @@ def feed(
         for accumulator, states in zip(accumulators, earlier):
             accumulator.sync()
             accumulator.add_state_dict(states)
+    if checkpoint is not None:
+        checkpoint.remove()
+
+
+def _skip(batches: Iterable[Any], count: int) -> tuple[Iterable[Any], int]:
+    """``batches`` without the first ``count`` (a :class:`BatchIterator` skips them without reading their images),
+    and how many images those held (0 where the batches cannot say)."""
+    if isinstance(batches, BatchIterator):
+        skipped = sum(batches.sizes[:count])
+        return BatchIterator(batches.dataset, batches.order[skipped:], batches.sizes[count:]), skipped
+    return itertools.islice(batches, count, None), 0
 
 
 def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor, Tensor, Tensor]], grad_mode: bool,
-            progress: bool | None, total: int | None, autocast_dtype: torch.dtype | None) -> None:
-    """Every batch once through every model, each accumulator updated with what it reads."""
+            progress: bool | None, total: int | None, autocast_dtype: torch.dtype | None,
+            after_batch: Callable[[int], None] | None = None) -> None:
+    """Every batch once through every model, each accumulator updated with what it reads; ``after_batch(count)``
+    after each batch's updates (count: the batches streamed so far)."""
     models, layers = models_and_layers(accumulators)
     readers: dict[str, list[int]] = {}  # "model/layer" -> the accumulators that read it
     for index, accumulator in enumerate(accumulators):
@@ -159,6 +181,7 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
     kinds = ", ".join(dict.fromkeys(accumulator.kind.replace("_", " ") for accumulator in accumulators if accumulator.kind))
     meter = ThroughputMeter(progress if world()[0] == 0 else False, total,  # ranks other than 0 stay quiet
                             f"{kinds}: images" if kinds else "images")
+    streamed = 0
     try:
         for capture in captures:
             capture.__enter__()
@@ -183,6 +206,9 @@ def _stream(accumulators: Sequence[Accumulator], batches: Iterable[tuple[Tensor,
                     accumulator.update(seen, batch)
             del activations
             meter.update(len(images))
+            streamed += 1
+            if after_batch is not None:
+                after_batch(streamed)
     finally:
         for capture in captures:
             capture.remove()
@@ -200,6 +226,7 @@ def run(
     progress: bool | None = None,
     precision: str | None = None,
     workers: int | None = None,
+    checkpoint: PassCheckpoint | None = None,
 ) -> list[Result]:
     """Run ``accumulators`` over ``n`` seeded-random images of ``dataset`` (default: all) in one pass; their results.
 
@@ -207,6 +234,7 @@ def run(
     images in another seeded batch order (repeated minibatch CKA). ``precision``: see :func:`feed`.
     ``workers`` > 0 reads and decodes images in that many DataLoader processes (pinned memory when a
     GPU is present), so decoding JPEGs does not starve the models. Both default to :func:`run_options`.
+    ``checkpoint``: an interrupted pass resumes at the batch it reached (:class:`~seelike.checkpoints.PassCheckpoint`).
     Every result carries the run's :class:`~seelike.analyses.base.RunInfo`.
     """
     started = time.perf_counter()
@@ -226,9 +254,9 @@ def run(
         batches = torch.utils.data.DataLoader(
             _BatchesOf(batches, [i for i in range(len(batches)) if i % size == rank]), batch_size=None,
             num_workers=workers, pin_memory=torch.cuda.is_available())
-        feed(accumulators, batches, progress=progress, total=total, precision=precision, shared=True)
+        feed(accumulators, batches, progress=progress, total=total, precision=precision, shared=True, checkpoint=checkpoint)
     else:
-        feed(accumulators, batches, progress=progress, total=total, precision=precision)
+        feed(accumulators, batches, progress=progress, total=total, precision=precision, checkpoint=checkpoint)
     return [accumulator.result(RunInfo.of(accumulator.models, dataset, total, batch_size, seed, started)) for accumulator in accumulators]
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seelike.analyses.base import Accumulator
+from seelike.checkpoints import PassCheckpoint
 from seelike.driver import run
 from seelike.errors import InvalidInputError
 from seelike.models.model import Model
@@ -81,10 +82,12 @@ def plan_step(step: StudyStep, models: Mapping[str, Model], settings: StudySetti
     return PLANNERS[step.analysis](models, settings, **step.params)
 
 
-def run_shared_pass(plans: Sequence[Planned], dataset: Any, settings: StudySettings) -> list[Result]:
-    """Every plan's accumulators in one pass over the study's images (each model forwards each image once)."""
+def run_shared_pass(plans: Sequence[Planned], dataset: Any, settings: StudySettings,
+                    checkpoint: PassCheckpoint | None = None) -> list[Result]:
+    """Every plan's accumulators in one pass over the study's images (each model forwards each image once);
+    ``checkpoint``: where the pass keeps its state, to resume after an interruption."""
     accumulators = [accumulator for planned in plans for accumulator in planned.accumulators]
-    results = run(accumulators, dataset, settings.n, settings.batch_size, settings.seed)
+    results = run(accumulators, dataset, settings.n, settings.batch_size, settings.seed, checkpoint=checkpoint)
     finished, start = [], 0
     for planned in plans:
         finished.append(planned.finish(results[start:start + len(planned.accumulators)]))

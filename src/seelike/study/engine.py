@@ -234,7 +234,12 @@ def run_study(
         if available and not set(absent) & set(step.required_roles):
             cached[step.name] = read_cache(_cache_dir(step, available, settings, out))
     to_compute = [step for step in steps if step.name in cached and cached[step.name][0] is None]
-    shared, shared_errors = _shared_pass(to_compute, pool, settings, data)
+    shared, shared_errors = _shared_pass(to_compute, pool, settings, data, out)
+    for step in [step for step in steps if step.name in shared] if writes else []:  # cached at once: a later step may be interrupted
+        try:
+            shared[step.name].save(_cache_dir(step, _step_models(step, pool)[0], settings, out))
+        except Exception as error:  # e.g. a full disk: that step reports it, as when it saved its own result
+            shared_errors[step.name] = error
     for index, step in enumerate(steps):
         started = time.perf_counter()
         available, absent = ({}, []) if step.skip else _step_models(step, pool)
@@ -250,8 +255,10 @@ def run_study(
                 status = "cached"
                 if step.name in shared_errors:
                     raise shared_errors[step.name]
-                if result is None:
-                    result = shared[step.name] if step.name in shared else run_analysis(step, available, data.get(), settings)
+                if result is None and step.name in shared:
+                    result, status = shared[step.name], "ok"  # saved when the shared pass ended
+                elif result is None:
+                    result = run_analysis(step, available, data.get(), settings)
                     status = "ok"
                     if writes:
                         result.save(cache_dir)
@@ -326,13 +333,19 @@ def _cache_dir(step: StudyStep, available: Mapping[str, Model], settings: StudyS
     return out / "cache" / f"{step.name}-{cache_key(step, models, settings)}"
 
 
+SHARED_PASS_SAVE_SECONDS = 60.0  # how often the shared pass saves its state (a save costs well under a second)
+
+
 def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySettings,
-                 data: _StudyData) -> tuple[dict[str, Result], dict[str, Exception]]:
+                 data: _StudyData, out: Path) -> tuple[dict[str, Result], dict[str, Exception]]:
     """Run the single-pass ones of ``steps`` (uncached, models loaded) in one pass of the driver.
 
     Returns their results and the steps that failed to plan. When the pass itself fails, nothing is
     returned for its steps, so each runs alone afterwards and its own error (if any) stays with it.
+    The pass saves its state to ``out/cache/shared-pass.pt`` every minute, under a key made of its steps'
+    cache keys in order, so an interrupted study resumes the pass at the batch it reached.
     """
+    from seelike.checkpoints import PassCheckpoint
     from seelike.study.analyses import plan_step, run_shared_pass
 
     plans, errors = {}, {}
@@ -348,8 +361,11 @@ def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySet
     if not plans:
         return {}, errors
     started = time.perf_counter()
+    # the steps' cache keys in the order their accumulators join the pass: the same key, the same accumulators
+    key = " ".join(_cache_dir(step, _step_models(step, pool)[0], settings, out).name for step in steps if step.name in plans)
     try:
-        results = run_shared_pass(list(plans.values()), data.get(), settings)
+        checkpoint = PassCheckpoint(out / "cache" / "shared-pass.pt", key, every_seconds=SHARED_PASS_SAVE_SECONDS)
+        results = run_shared_pass(list(plans.values()), data.get(), settings, checkpoint)
     except Exception:
         log.warning("the shared pass of %s failed; running those steps one by one", ", ".join(plans), exc_info=True)
         return {}, errors
