@@ -24,6 +24,7 @@ from seelike.distributed import world
 __all__ = ["PassCheckpoint"]
 
 log = logging.getLogger(__name__)
+progress = logging.getLogger("seelike.progress")
 
 
 @dataclass
@@ -68,7 +69,7 @@ class PassCheckpoint:
         except Exception as error:  # a truncated or damaged file: its work is lost, never trusted
             log.warning("could not resume from %s (%s); starting this pass over", file, error)
             return 0
-        log.info("resuming the pass at batch %d from %s", saved["batches"], file)
+        progress.info("resuming after %d batch(es) already summed in %s", saved["batches"], file)  # shown like progress lines
         return int(saved["batches"])
 
     def save_if_due(self, accumulators: Sequence[Accumulator], batches: int, precision: str) -> None:
