@@ -89,3 +89,13 @@ def test_a_checkpoint_is_saved_only_as_often_as_asked(models, tmp_path):
     checkpoint = PassCheckpoint(tmp_path / "pass.pt", key="k", every_seconds=3600)
     _interrupt("cka", models, checkpoint, after=4)
     assert not checkpoint.file().exists()  # nothing saved within the hour: the interruption loses these batches
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_pass(models, tmp_path, caplog):
+    whole = run([FACTORIES["cka"](*models)], DATA, n=N, batch_size=BATCH, seed=1)[0]
+    (tmp_path / "taken").write_text("a file where the checkpoint's folder should be")
+    with caplog.at_level(logging.WARNING, logger="seelike.checkpoints"):
+        result = run([FACTORIES["cka"](*models)], DATA, n=N, batch_size=BATCH, seed=1,
+                     checkpoint=PassCheckpoint(tmp_path / "taken" / "pass.pt", key="k", every_seconds=0))[0]
+    _assert_same_result(whole, result)
+    assert "could not save the pass's state" in caplog.text

@@ -42,9 +42,9 @@ class PassCheckpoint:
         path = Path(self.path)
         return path if size == 1 else path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
 
-    def _document(self, accumulators: Sequence[Accumulator], batches: int, precision: str) -> dict:
-        return {"key": self.key, "precision": precision, "ranks": world()[1], "kinds": [type(a).__name__ for a in accumulators],
-                "batches": batches, "states": [accumulator.state_dict() for accumulator in accumulators]}
+    def _identity(self, accumulators: Sequence[Accumulator], precision: str) -> dict:
+        """What a saved state must match to be resumed from."""
+        return {"key": self.key, "precision": precision, "ranks": world()[1], "kinds": [type(a).__name__ for a in accumulators]}
 
     def restore(self, accumulators: Sequence[Accumulator], precision: str) -> int:
         """Load the saved state into ``accumulators`` when it belongs to this pass; the number of this rank's
@@ -52,10 +52,10 @@ class PassCheckpoint:
         file = self.file()
         if not file.exists():
             return 0
-        expected = self._document(accumulators, 0, precision)
+        expected = self._identity(accumulators, precision)
         try:
             saved = torch.load(file, map_location="cpu", weights_only=True)
-            if any(saved.get(name) != expected[name] for name in ("key", "precision", "ranks", "kinds")):
+            if any(saved.get(name) != value for name, value in expected.items()):
                 log.warning("%s belongs to another pass (other steps, settings or code); starting this pass over", file)
                 return 0
             states = [accumulator.state_dict() for accumulator in accumulators]  # to put back if loading fails halfway
@@ -73,16 +73,26 @@ class PassCheckpoint:
         return int(saved["batches"])
 
     def save_if_due(self, accumulators: Sequence[Accumulator], batches: int, precision: str) -> None:
-        """Save the state of ``accumulators`` after this rank's first ``batches`` batches, if ``every_seconds`` have passed."""
+        """Save the state of ``accumulators`` after this rank's first ``batches`` batches, if ``every_seconds`` have passed.
+
+        A save that fails (a full disk) costs the resumability, never the pass: it is said once a minute and skipped."""
         if time.monotonic() - self._last_save < self.every_seconds:
             return
         file = self.file()
-        file.parent.mkdir(parents=True, exist_ok=True)
         partial = file.with_name(f"{file.name}.partial")
-        torch.save(self._document(accumulators, batches, precision), partial)
-        os.replace(partial, file)  # atomic: an interruption while saving leaves the previous file whole
+        document = {**self._identity(accumulators, precision), "batches": batches,
+                    "states": [accumulator.state_dict() for accumulator in accumulators]}
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(document, partial)
+            os.replace(partial, file)  # atomic: an interruption while saving leaves the previous file whole
+        except OSError as error:
+            log.warning("could not save the pass's state to %s (%s); an interruption now loses this pass", file, error)
         self._last_save = time.monotonic()
 
     def remove(self) -> None:
-        """Forget this rank's saved state (the pass finished)."""
-        self.file().unlink(missing_ok=True)
+        """Forget this rank's saved state (the pass finished; a file left behind would only be resumed from, correctly)."""
+        try:
+            self.file().unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("could not remove %s (%s)", self.file(), error)
