@@ -226,20 +226,22 @@ def run_study(
     data = _StudyData(settings)
     outcomes: list[StepOutcome] = []
     study_started = time.perf_counter()
+    cache_dirs: dict[str, Path] = {}  # of the steps that can run
     cached: dict[str, tuple[Result | None, str]] = {}  # each cache entry read once, before the shared pass
     for step in steps:
         if step.skip:
             continue
         available, absent = _step_models(step, pool)
         if available and not set(absent) & set(step.required_roles):
-            cached[step.name] = read_cache(_cache_dir(step, available, settings, out))
+            cache_dirs[step.name] = _cache_dir(step, available, settings, out)
+            cached[step.name] = read_cache(cache_dirs[step.name])
     to_compute = [step for step in steps if step.name in cached and cached[step.name][0] is None]
-    shared, shared_errors = _shared_pass(to_compute, pool, settings, data, out)
-    for step in [step for step in steps if step.name in shared] if writes else []:  # cached at once: a later step may be interrupted
+    shared, shared_errors = _shared_pass(to_compute, pool, settings, data, out / "cache" / "shared-pass.pt", cache_dirs)
+    for name, result in shared.items() if writes else ():  # cached at once: a later step (ERF) may be interrupted
         try:
-            shared[step.name].save(_cache_dir(step, _step_models(step, pool)[0], settings, out))
+            result.save(cache_dirs[name])
         except Exception as error:  # e.g. a full disk: that step reports it, as when it saved its own result
-            shared_errors[step.name] = error
+            shared_errors[name] = error
     for index, step in enumerate(steps):
         started = time.perf_counter()
         available, absent = ({}, []) if step.skip else _step_models(step, pool)
@@ -250,7 +252,7 @@ def run_study(
             outcome = StepOutcome(step, "skipped", error=f"models not available: {reasons}")
         else:
             try:
-                cache_dir = _cache_dir(step, available, settings, out)
+                cache_dir = cache_dirs[step.name]
                 result, note = cached[step.name]
                 status = "cached"
                 if step.name in shared_errors:
@@ -336,14 +338,14 @@ def _cache_dir(step: StudyStep, available: Mapping[str, Model], settings: StudyS
 SHARED_PASS_SAVE_SECONDS = 60.0  # how often the shared pass saves its state (a save costs well under a second)
 
 
-def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySettings,
-                 data: _StudyData, out: Path) -> tuple[dict[str, Result], dict[str, Exception]]:
+def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySettings, data: _StudyData,
+                 checkpoint_path: Path, cache_dirs: Mapping[str, Path]) -> tuple[dict[str, Result], dict[str, Exception]]:
     """Run the single-pass ones of ``steps`` (uncached, models loaded) in one pass of the driver.
 
     Returns their results and the steps that failed to plan. When the pass itself fails, nothing is
     returned for its steps, so each runs alone afterwards and its own error (if any) stays with it.
-    The pass saves its state to ``out/cache/shared-pass.pt`` every minute, under a key made of its steps'
-    cache keys in order, so an interrupted study resumes the pass at the batch it reached.
+    The pass saves its state to ``checkpoint_path`` every minute, under a key made of its steps' cache
+    folders (``cache_dirs``) in order, so an interrupted study resumes the pass at the batch it reached.
     """
     from seelike.checkpoints import PassCheckpoint
     from seelike.study.analyses import plan_step, run_shared_pass
@@ -362,9 +364,9 @@ def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySet
         return {}, errors
     started = time.perf_counter()
     # the steps' cache keys in the order their accumulators join the pass: the same key, the same accumulators
-    key = " ".join(_cache_dir(step, _step_models(step, pool)[0], settings, out).name for step in steps if step.name in plans)
+    key = " ".join(cache_dirs[name].name for name in plans)
     try:
-        checkpoint = PassCheckpoint(out / "cache" / "shared-pass.pt", key, every_seconds=SHARED_PASS_SAVE_SECONDS)
+        checkpoint = PassCheckpoint(checkpoint_path, key, every_seconds=SHARED_PASS_SAVE_SECONDS)
         results = run_shared_pass(list(plans.values()), data.get(), settings, checkpoint)
     except Exception:
         log.warning("the shared pass of %s failed; running those steps one by one", ", ".join(plans), exc_info=True)
