@@ -22,7 +22,8 @@ from seelike.cli import app
 from seelike.data import load_dataset
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
-from seelike.plots import FIGURE_KINDS, cka_heatmaps, figure_names, figures, layer_labels, save_figures, thinned_ticks
+from seelike import plots
+from seelike.plots import FIGURE_KINDS, FigureQueue, cka_heatmaps, figure_names, figures, layer_labels, save_figures, thinned_ticks
 from seelike.results import Result, _KIND_MODULES
 
 VIT = "seelike:vit?width=32&depth=2&heads=4"
@@ -111,6 +112,31 @@ def test_save_figures_writes_the_formats_asked_for(results, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attention_distance_depth.png"]
     with pytest.raises(InvalidInputError, match="figure formats must be some of png, svg"):
         save_figures(results["attention_distance"], tmp_path, formats=("jpg",))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_figure_queue_writes_what_save_figures_writes_and_reports_a_failing_figure(results, tmp_path, monkeypatch, workers):
+    """Queued figures (the study's): the same files as drawn at once, in one or several processes; a figure that
+    fails to draw is reported for its owner and does not stop the others."""
+    direct = save_figures(results["cka"], tmp_path / "direct", formats=("png",))
+    queue = FigureQueue()
+    with queue.collecting("step a"):
+        queued = save_figures(results["cka"], tmp_path / "queued", formats=("png",))
+    with queue.collecting("step b"):
+        save_figures(results["attention_distance"], tmp_path / "queued", names=["attention_distance_depth"], formats=("png",))
+    assert [p.name for paths in queued.values() for p in paths] == [p.name for paths in direct.values() for p in paths]
+    assert not any(p.exists() for paths in queued.values() for p in paths)  # nothing drawn until the queue draws
+    def broken(result):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(plots, "_attention_distance_depth", broken)  # b's figure fails to draw (looked up when drawn)
+    failed = queue.draw(workers=workers)
+    assert list(failed) == ["step b"] and "attention_distance_depth.png failed to draw" in failed["step b"]
+    assert "no ink" in failed["step b"]
+    for paths, written in zip(direct.values(), queued.values()):
+        assert written[0].read_bytes() == paths[0].read_bytes()
+    assert not (tmp_path / "queued" / "attention_distance_depth.png").exists() and not plt.get_fignums()
+    assert queue.jobs == [] and queue.draw(workers=workers) == {}
 
 
 def test_comparison_figures_take_several_results(results, tmp_path):

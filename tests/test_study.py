@@ -117,6 +117,35 @@ def test_an_interrupted_study_resumes_without_redoing_finished_steps(tmp_path, c
     assert [o.status for o in outcomes] == ["cached", "ok"] and calls == ["a", "b", "b"]
 
 
+def test_a_figure_that_fails_to_draw_fails_its_step_alone(tmp_path, counting, monkeypatch):
+    """The study draws its figures after the last step (in parallel); one that fails makes its step an error, as a
+    failing section does, and the other steps' figures are written."""
+    from seelike import plots
+    from seelike.study.common import save_png
+
+    def plan(results, **options):
+        def draw():
+            if results[0].metadata["step"] == "a":
+                raise RuntimeError("no ink for a")
+            return plots.plt.figure()
+        return {"figure": draw}
+
+    monkeypatch.setitem(plots.FIGURE_KINDS, "result", plan)
+    monkeypatch.setattr(engine.torch, "get_num_threads", lambda: 2)  # two drawing processes (the tests run torch on one thread)
+
+    def drawing_section(result, names, figures_dir):
+        paths = save_png(result, figures_dir, names={"figure": result.metadata["step"]})
+        return Section(figures=[p for group in paths.values() for p in group], numbers={"value": float(result["value"][0])})
+
+    steps = [dataclasses.replace(counting_step(name), section=drawing_section) for name in ("a", "b")]
+    outcomes = run_study(steps, SETTINGS, tmp_path)
+    assert [o.status for o in outcomes] == ["error", "ok"] and "no ink for a" in outcomes[0].error
+    figures = tmp_path / "report" / "figures"
+    assert (figures / "b.png").exists() and not (figures / "a.png").exists()
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["steps"]["a"]["status"] == "error" and document["steps"]["b"]["numbers"] == {"value": 256.0}
+
+
 def test_a_failing_step_keeps_the_others_and_shows_its_error(tmp_path, counting):
     _, failures = counting
     failures["a"] = RuntimeError("boom in a")

@@ -26,7 +26,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from seelike.errors import InvalidInputError, ModelLoadError, SeelikeError
 from seelike.models.model import Model, unique_names
 from seelike.results import Result, atomic_write_text, load_result, seelike_version
 from seelike.study.verdicts import Finding
+
+if TYPE_CHECKING:
+    from seelike.plots import FigureQueue
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +217,7 @@ def run_study(
 
     ``pool``: the models :func:`validate_study` loaded (default: loaded as the steps need them)."""
     from seelike.distributed import is_main_process
+    from seelike.plots import FigureQueue
     from seelike.report import write_report
     from seelike.study.analyses import run_analysis
 
@@ -226,6 +230,7 @@ def run_study(
     data = _StudyData(settings)
     outcomes: list[StepOutcome] = []
     study_started = time.perf_counter()
+    figures = FigureQueue()  # drawn after the last step, in parallel: matplotlib draws on one core
     cache_dirs: dict[str, Path] = {}  # of the steps that can run
     cached: dict[str, tuple[Result | None, str]] = {}  # each cache entry read once, before the shared pass
     for step in steps:
@@ -265,7 +270,8 @@ def run_study(
                     if writes:
                         result.save(cache_dir)
                 names = {role: model.name for role, model in available.items()}
-                section = step.section(result, names, figures_dir)
+                with figures.collecting(step.name):
+                    section = step.section(result, names, figures_dir)
                 if absent:
                     section.text += f" Not shipped here, so left out: {', '.join(f'{r} ({step.models[r]})' for r in absent)}."
                 section.text = " ".join([section.text, *step.notes]).strip()
@@ -284,6 +290,7 @@ def run_study(
         outcomes.append(outcome)
         if on_step:
             on_step(index, len(steps), outcome)
+    _draw_figures(figures, outcomes)
     total = round(time.perf_counter() - study_started, 1)
     if not writes:
         return outcomes
@@ -291,6 +298,15 @@ def run_study(
     atomic_write_text(out / "results.json", json.dumps(document, indent=2, allow_nan=False))
     write_report(document, out / "report")
     return outcomes
+
+
+def _draw_figures(figures: FigureQueue, outcomes: Sequence[StepOutcome]) -> None:
+    """Draw the steps' queued figures (:class:`~seelike.plots.FigureQueue`), one process per torch thread; a step
+    whose figure fails to draw becomes an error, as when its section failed."""
+    failed = figures.draw(workers=torch.get_num_threads())
+    for outcome in outcomes:
+        if outcome.step.name in failed:
+            outcome.status, outcome.error, outcome.section = "error", failed[outcome.step.name], None
 
 
 class _StudyData:
