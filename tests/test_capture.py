@@ -190,6 +190,23 @@ def test_preprocess_switch(vit: Model) -> None:
     assert not torch.allclose(raw, prepared)
 
 
+def test_a_gradient_pass_on_cpu_runs_attention_with_the_math_kernel(vit: Model) -> None:
+    """Its backward is faster on CPU than the fused kernel's; forward-only passes keep the fused kernel."""
+    fused: list[bool] = []
+    layer = vit.select("blocks")[0]
+    handle = vit.module.get_submodule(layer.module).register_forward_pre_hook(
+        lambda module, inputs: fused.append(torch.backends.cuda.flash_sdp_enabled()))
+    try:
+        images = torch.rand(2, *vit.preprocessing.input_size)
+        with Capture(vit, [layer]) as capture:
+            capture(images)
+        with Capture(vit, [layer], grad=True) as capture:
+            capture(images.requires_grad_(True))
+    finally:
+        handle.remove()
+    assert fused == [True, False] and torch.backends.cuda.flash_sdp_enabled()
+
+
 def test_forward_order(resnet: Model) -> None:
     shuffled = [resnet.layers[i] for i in torch.randperm(len(resnet.layers), generator=torch.Generator().manual_seed(0))]
     ordered = forward_order(resnet, shuffled)
