@@ -217,3 +217,38 @@ def test_widening_the_grid_streams_no_image_again():
     result = probe_layers(model, train_set, test_set, n_train=40, n_test=30, batch_size=16, lambdas=(1e-3, 1e-2), widenings=2)
     assert sum(forwarded) == 40 + 30
     assert not set(result.arrays["lambda"].ravel()) <= {1e-3, 1e-2}  # a two-value grid always has its choice at an edge: it widened
+
+
+def test_few_shot_probes_sharing_drawn_features_forward_each_drawn_image_once_and_fit_the_same():
+    """A study's RQ3 and RQ4 probe steps draw the same shots for some of the same models: within
+    sharing_drawn_features the second forwards nothing and fits the probes it would have fitted alone."""
+    from seelike.analyses.probes import fit_probes, sharing_drawn_features
+
+    train_set = load_dataset(DATA, split="train")
+    model, other, forwarded = load_model(VIT), load_model(VIT_GAP), []
+    for m in (model, other):
+        m.module.register_forward_hook(lambda module, inputs, output: forwarded.append(len(inputs[0])) if len(inputs[0]) > 1 else None)
+
+    def few_shot(m, readouts, seed=0):
+        fitted = fit_probes(m, train_set, n_train=0, batch_size=32, readouts=readouts, shots=3, samples=2, seed=seed)
+        return {key: probe.weights()[0] for key, probe in fitted.few_shot.items()}
+
+    alone = few_shot(model, "gap")
+    drawn = len(forwarded)
+    assert drawn and sum(forwarded) <= 4 * 3 * 2 * 2  # classes × (shots fitted + held out) × samples, repeats once
+    forwarded.clear()
+    with sharing_drawn_features():
+        every = few_shot(model, "all")  # cls, gap, mean: the drawn images forwarded once, as for gap alone
+        assert len(forwarded) == drawn
+        forwarded.clear()
+        shared = few_shot(model, "gap")
+        assert forwarded == []  # the gap features of the same images were kept
+        few_shot(other, "gap")
+        few_shot(model, "gap", seed=1)
+        assert len(forwarded) == 2 * drawn  # another model, other draws: forwarded
+    assert shared.keys() == alone.keys()
+    for key, weights in alone.items():
+        assert torch.equal(shared[key], weights) and torch.equal(every[key], weights)
+    forwarded.clear()
+    few_shot(model, "gap")
+    assert len(forwarded) == drawn  # outside the block nothing is kept

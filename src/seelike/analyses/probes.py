@@ -29,11 +29,14 @@ as many held-out images per class to pick λ; pooled readouts only), reported as
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -66,6 +69,7 @@ __all__ = [
     "probe_layers",
     "readout_features",
     "resolve_readouts",
+    "sharing_drawn_features",
 ]
 
 log = logging.getLogger(__name__)
@@ -609,10 +613,7 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
     """Few-shot probes per (readout, block, sample), refitted at their chosen λ, and the chosen λ [R, B, S]."""
     draws = few_shot_indices(train_set.labels, train_set.num_classes, shots, samples, seed)
     drawn = torch.unique(torch.cat([torch.cat(draw) for draw in draws]))  # each drawn image streamed once
-    kept = run([ProbeFeatures(model, readouts)], train_set, batch_size=batch_size_for_ranks(len(drawn), batch_size), indices=drawn,
-               progress=progress)[0]
-    rows = np.argsort(kept["indices"], kind="stable")  # rows in ``drawn`` order, whatever order the ranks sent them
-    kept = {name: values[rows] for name, values in kept.arrays.items()}
+    kept = _drawn_features(model, train_set, readouts, drawn, batch_size, progress)
     all_labels = torch.from_numpy(kept["labels"])
     probes, chosen = {}, np.zeros((len(readouts), model.num_blocks, samples))
     reach = reachable_lambdas(lambdas, widenings)
@@ -629,6 +630,38 @@ def _fit_few_shot(model: Model, train_set: ImageDataset, readouts: Sequence[str]
                 probes[readout, b, s] = probe.fit(grid[best])
                 chosen[r, b, s] = grid[best]
     return probes, chosen
+
+
+#: features already forwarded within :func:`sharing_drawn_features`: (model, data, images) -> {"readout.block" | "labels": array}
+_DRAWN_FEATURES: ContextVar[dict[tuple[str, ...], dict[str, np.ndarray]] | None] = ContextVar("seelike_drawn_features", default=None)
+
+
+@contextmanager
+def sharing_drawn_features() -> Iterator[None]:
+    """Within the block, few-shot probes of one model on the same drawn images forward them once: a study's
+    probe steps (RQ3's readouts, RQ4's data scale) draw the same shots from one seed for several of the same models."""
+    token = _DRAWN_FEATURES.set({})
+    try:
+        yield
+    finally:
+        _DRAWN_FEATURES.reset(token)
+
+
+def _drawn_features(model: Model, train_set: ImageDataset, readouts: Sequence[str], drawn: Tensor, batch_size: int,
+                    progress: bool | None) -> dict[str, np.ndarray]:
+    """The pooled features ``"readout.block"`` [images, d] and ``"labels"`` of the ``drawn`` images, rows in ``drawn``
+    order; within :func:`sharing_drawn_features`, the readouts an earlier call kept for these images are reused."""
+    shared = _DRAWN_FEATURES.get()
+    images = hashlib.sha256(train_set.source_indices[drawn].numpy().tobytes()).hexdigest()  # which images, even of a subset
+    key = (model.spec, model.fingerprint(), train_set.pool, repr(train_set.image_shape), images)
+    kept = {} if shared is None else shared.setdefault(key, {})
+    missing = [readout for readout in readouts if f"{readout}.0" not in kept]
+    if missing:
+        features = run([ProbeFeatures(model, missing)], train_set, batch_size=batch_size_for_ranks(len(drawn), batch_size),
+                       indices=drawn, progress=progress)[0]
+        rows = np.argsort(features["indices"], kind="stable")  # rows in ``drawn`` order, whatever order the ranks sent them
+        kept.update({name: values[rows] for name, values in features.arrays.items() if name != "indices"})
+    return kept
 
 
 def _fit_full(model: Model, train_set: ImageDataset, readouts: Sequence[str], order: Tensor, n_validation: int,

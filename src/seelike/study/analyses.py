@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,14 @@ def planner(name: str) -> Callable[[Planner], Planner]:
         return plan
 
     return register
+
+
+def planning() -> AbstractContextManager[None]:
+    """Around the planning of a study's steps: what their training passes share (the probes' drawn few-shot
+    images, forwarded once per model for every probe step that draws them)."""
+    from seelike.analyses.probes import sharing_drawn_features
+
+    return sharing_drawn_features()
 
 
 def plan_step(step: StudyStep, models: Mapping[str, Model], settings: StudySettings) -> Planned | None:

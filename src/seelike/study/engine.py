@@ -364,18 +364,19 @@ def _shared_pass(steps: Sequence[StudyStep], pool: ModelPool, settings: StudySet
     folders (``cache_dirs``) in order, so an interrupted study resumes the pass at the batch it reached.
     """
     from seelike.checkpoints import PassCheckpoint
-    from seelike.study.analyses import plan_step, run_shared_pass
+    from seelike.study.analyses import plan_step, planning, run_shared_pass
 
     plans, errors = {}, {}
-    for step in steps:
-        available, _ = _step_models(step, pool)
-        try:
-            planned = plan_step(step, available, settings)
-        except Exception as error:  # reported by the step itself
-            errors[step.name] = error
-            continue
-        if planned is not None:
-            plans[step.name] = planned
+    with planning():
+        for step in steps:
+            available, _ = _step_models(step, pool)
+            try:
+                planned = plan_step(step, available, settings)
+            except Exception as error:  # reported by the step itself
+                errors[step.name] = error
+                continue
+            if planned is not None:
+                plans[step.name] = planned
     if not plans:
         return {}, errors
     started = time.perf_counter()
