@@ -139,6 +139,25 @@ def test_a_figure_queue_writes_what_save_figures_writes_and_reports_a_failing_fi
     assert queue.jobs == [] and queue.draw(workers=workers) == {}
 
 
+def test_a_figure_queue_draws_here_when_a_drawing_process_dies(results, tmp_path, monkeypatch, caplog):
+    import os
+
+    parent = os.getpid()
+    original = plots._attention_distance_depth
+
+    def dies_in_a_child(result):
+        if os.getpid() != parent:
+            os._exit(1)  # e.g. killed for memory
+        return original(result)
+
+    monkeypatch.setattr(plots, "_attention_distance_depth", dies_in_a_child)
+    queue = FigureQueue()
+    with queue.collecting("step"):
+        written = save_figures(results["attention_distance"], tmp_path, formats=("png",))
+    assert queue.draw(workers=2) == {} and "drawing process died" in caplog.text
+    assert all(path.exists() for paths in written.values() for path in paths) and not plt.get_fignums()
+
+
 def test_comparison_figures_take_several_results(results, tmp_path):
     skips = results["skip_norms"]
     drawn = figures([skips, skips])
