@@ -75,7 +75,7 @@ def instrument() -> None:
     study_analyses.plan_step = timed("probe training (steps planned)", study_analyses.plan_step)
     study_analyses.run_shared_pass = timed("shared pass", study_analyses.run_shared_pass)
     study_analyses.run_analysis = timed("steps with passes of their own (ERF)", study_analyses.run_analysis)
-    plots.save_figures = timed("figures", plots.save_figures)
+    plots.FigureQueue.draw = timed("figures", plots.FigureQueue.draw)  # the study queues its figures and draws them at the end
     report.write_report = timed("report", report.write_report)
 
 
