@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pytest
 from typer.testing import CliRunner
 
-from seelike import load_result
+from seelike import load_result, plots
 from seelike.analyses.attention_distance import attention_distances
 from seelike.analyses.data_scale import data_scale
 from seelike.analyses.head_similarity import head_similarity
@@ -22,7 +22,6 @@ from seelike.cli import app
 from seelike.data import load_dataset
 from seelike.errors import InvalidInputError
 from seelike.models import load_model
-from seelike import plots
 from seelike.plots import FIGURE_KINDS, FigureQueue, cka_heatmaps, figure_names, figures, layer_labels, save_figures, thinned_ticks
 from seelike.results import Result, _KIND_MODULES
 
@@ -126,6 +125,7 @@ def test_a_figure_queue_writes_what_save_figures_writes_and_reports_a_failing_fi
         save_figures(results["attention_distance"], tmp_path / "queued", names=["attention_distance_depth"], formats=("png",))
     assert [p.name for paths in queued.values() for p in paths] == [p.name for paths in direct.values() for p in paths]
     assert not any(p.exists() for paths in queued.values() for p in paths)  # nothing drawn until the queue draws
+
     def broken(result):
         raise RuntimeError("no ink")
 

@@ -165,10 +165,12 @@ def _draw_and_write(draw: Callable[[], Figure], paths: Sequence[Path]) -> None:
         plt.close(figure)
 
 
+#: a queued figure: who it is for (e.g. a study step), the function that draws it, the paths it is written to
+_Job = tuple[str, Callable[[], Figure], list[Path]]
 #: the queue :func:`save_figures` leaves its figures in, and who they are for (inside :meth:`FigureQueue.collecting`)
 _QUEUE: ContextVar[tuple[FigureQueue, str] | None] = ContextVar("seelike_figure_queue", default=None)
 #: the jobs a forked drawing process reads (set just before the fork, so the children inherit them, closures and all)
-_FORKED_JOBS: list[tuple[str, Callable[[], Figure], list[Path]]] = []
+_FORKED_JOBS: list[_Job] = []
 
 
 class FigureQueue:
@@ -180,7 +182,7 @@ class FigureQueue:
     """
 
     def __init__(self) -> None:
-        self.jobs: list[tuple[str, Callable[[], Figure], list[Path]]] = []  # (owner, draw, paths)
+        self.jobs: list[_Job] = []
 
     @contextmanager
     def collecting(self, owner: str) -> Iterator[None]:
@@ -220,7 +222,7 @@ class FigureQueue:
         return failed
 
 
-def _draw_job(job: tuple[str, Callable[[], Figure], list[Path]]) -> str | None:
+def _draw_job(job: _Job) -> str | None:
     """Draw one queued figure; the error (with its traceback) when it fails, else None."""
     try:
         _draw_and_write(job[1], job[2])
@@ -230,6 +232,7 @@ def _draw_job(job: tuple[str, Callable[[], Figure], list[Path]]) -> str | None:
 
 
 def _draw_forked_job(index: int) -> str | None:
+    """:func:`_draw_job` of the job at ``index``, in a forked process that inherited :data:`_FORKED_JOBS`."""
     return _draw_job(_FORKED_JOBS[index])
 
 

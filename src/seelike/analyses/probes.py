@@ -651,10 +651,10 @@ def _drawn_features(model: Model, train_set: ImageDataset, readouts: Sequence[st
                     progress: bool | None) -> dict[str, np.ndarray]:
     """The pooled features ``"readout.block"`` [images, d] and ``"labels"`` of the ``drawn`` images, rows in ``drawn``
     order; within :func:`sharing_drawn_features`, the readouts an earlier call kept for these images are reused."""
-    shared = _DRAWN_FEATURES.get()
-    images = hashlib.sha256(train_set.source_indices[drawn].numpy().tobytes()).hexdigest()  # which images, even of a subset
-    key = (model.spec, model.fingerprint(), train_set.pool, repr(train_set.image_shape), images)
-    kept = {} if shared is None else shared.setdefault(key, {})
+    shared, kept = _DRAWN_FEATURES.get(), {}
+    if shared is not None:
+        images = hashlib.sha256(train_set.source_indices[drawn].numpy().tobytes()).hexdigest()  # which images, even of a subset
+        kept = shared.setdefault((model.spec, model.fingerprint(), train_set.pool, repr(train_set.image_shape), images), {})
     missing = [readout for readout in readouts if f"{readout}.0" not in kept]
     if missing:
         features = run([ProbeFeatures(model, missing)], train_set, batch_size=batch_size_for_ranks(len(drawn), batch_size),
